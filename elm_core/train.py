@@ -1,0 +1,307 @@
+"""Train one trial the paper's way (DESIGN §4): truncated BPTT, warm-up + cosine, clipping, regularisers.
+
+`train(trial_config, report)` is the whole public surface. It knows nothing of Ray or databases: the caller
+passes a `report(step, metrics)` callable and, optionally, a checkpoint directory to save to and resume from.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+
+from .data import Batch, Task, load_task
+from .model import ELMConfig, ELMNetwork, ELMState
+from .params import count_parameters
+
+Report = Callable[[int, dict], None]
+CHECKPOINT_FILE = "trainer.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Every trainer knob; defaults follow the Enwik8 recipe except the run length."""
+
+    task: str = "pystdlib"
+    task_options: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)  # ELMConfig fields; n_input/n_output come from the task
+    optimizer: Literal["adam", "adamax"] = "adam"
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    steps: int = 1000
+    batch_size: int = 8
+    seq_len: int = 100
+    grad_clip: float = 1.0
+    label_smoothing: float = 1e-4
+    reset_prob_floor: float = 0.01
+    reset_decay_steps: int = 40_000
+    reg_mlp: float = 0.01
+    reg_activity: float = 1.0
+    eval_every: int = 200
+    eval_batches: int = 200
+    test_batches: int | None = None  # None: the whole test split
+    report_every: int = 50
+    checkpoint_every: int = 0  # 0: only at evaluations when a checkpoint directory is given
+    max_grad_norm: float = 1e4  # a pre-clip gradient norm above this ends the trial as diverged
+    device: str = "auto"
+    bf16: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamax"):
+            raise ValueError(f"TrainConfig.optimizer must be 'adam' or 'adamax', got {self.optimizer!r}")
+        for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches", "report_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("lr", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.reset_prob_floor <= 1:
+            raise ValueError(f"TrainConfig.reset_prob_floor must lie in [0, 1], got {self.reset_prob_floor!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig has no field {unknown[0]!r}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became non-finite or exploded; the trial cannot continue."""
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to the peak, then cosine decay to 0 at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def reset_probability(step: int, cfg: TrainConfig) -> float:
+    """Chance that a stream's carried state is reset: cosine from 1 down to the floor over reset_decay_steps."""
+    if cfg.reset_decay_steps <= 0 or step >= cfg.reset_decay_steps:
+        return cfg.reset_prob_floor
+    cosine = 0.5 * (1.0 + math.cos(math.pi * step / cfg.reset_decay_steps))
+    return cfg.reset_prob_floor + (1.0 - cfg.reset_prob_floor) * cosine
+
+
+def regularisers(mlp_out_abs: torch.Tensor, activity: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """(mean |MLP output|)^2 averaged over neurons, plus mean hidden activity (an L1 penalty: a >= 0)."""
+    return cfg.reg_mlp * mlp_out_abs.square().mean() + cfg.reg_activity * activity
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, checkpoint_dir: str | Path | None = None):
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        torch.manual_seed(cfg.seed)
+        self.task: Task = load_task(cfg.task, cfg.task_options, seed=cfg.seed)
+        model_fields = {"seed": cfg.seed, **cfg.model, "n_input": self.task.n_input, "n_output": self.task.n_output}
+        self.model_cfg = ELMConfig.from_dict(model_fields)
+        self.model = ELMNetwork(self.model_cfg).to(self.device)
+        optimizer = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.Adamax
+        self.optimizer = optimizer(self.model.parameters(), lr=cfg.lr)
+        self.reset_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.counts = count_parameters(self.model_cfg)
+        self.step = 0
+        self.state: ELMState | None = None
+        self.best_valid: float | None = None
+        self.best_weights: dict | None = None
+        self.history: list[tuple[int, dict]] = []
+
+    @property
+    def is_lm(self) -> bool:
+        return self.task.kind == "lm"
+
+    @property
+    def valid_name(self) -> str:
+        return f"valid_{self.task.metric}"
+
+    def model_summary(self) -> dict:
+        c = self.counts
+        return {"params_total": c.params_total, "n_hidden": self.model_cfg.n_hidden, "k_e": c.k_e, "k_c": c.k_c}
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    def _loss(self, batch: Batch, state: ELMState | None, smoothing: float):
+        inputs, targets = batch.inputs.to(self.device), batch.targets.to(self.device)
+        with self._autocast():
+            out = self.model(inputs, state)
+        logits = out.logits.float()
+        if self.is_lm:
+            flat = logits.reshape(-1, logits.shape[-1])
+            loss = F.cross_entropy(flat, targets.reshape(-1), label_smoothing=smoothing)
+            correct = None
+        else:
+            last = logits[:, -1]
+            loss = F.cross_entropy(last, targets, label_smoothing=smoothing)
+            correct = (last.argmax(-1) == targets).sum().item()
+        return loss, out, correct
+
+    def _carried_state(self, batch: Batch) -> ELMState | None:
+        """Truncated BPTT: carry each stream's state unless this stream is reset (with a decaying probability)."""
+        if not self.is_lm or self.state is None or not batch.continues:
+            return None
+        keep = torch.rand(batch.inputs.shape[0], generator=self.reset_rng) >= reset_probability(self.step, self.cfg)
+        return self.state.reset(keep.to(self.device))
+
+    def train_step(self, batch: Batch) -> dict:
+        cfg = self.cfg
+        lr = learning_rate(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        started = time.perf_counter()
+        loss, out, _ = self._loss(batch, self._carried_state(batch), cfg.label_smoothing)
+        total = loss + regularisers(out.mlp_out_abs, out.activity, cfg)
+        if not torch.isfinite(total):
+            raise TrainingDiverged(f"non-finite loss ({total.item()}) at step {self.step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip).item()
+        if not math.isfinite(grad_norm) or grad_norm > cfg.max_grad_norm:
+            raise TrainingDiverged(f"gradient norm {grad_norm:.3g} at step {self.step} (limit {cfg.max_grad_norm:g})")
+        self.optimizer.step()
+        self.state = out.state.detach() if self.is_lm else None
+        elapsed = time.perf_counter() - started
+        tokens = batch.inputs.shape[0] * batch.inputs.shape[1]
+        metrics = {"train_loss": loss.item(), "lr": lr, "step_time": elapsed, "tokens_per_s": tokens / elapsed,
+                   "grad_norm": grad_norm}
+        if self.is_lm:
+            metrics["train_bpc"] = loss.item() / math.log(2)
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, split: str, max_batches: int | None) -> float:
+        """Bits per character (state carried across consecutive chunks) or accuracy on a split."""
+        self.model.eval()
+        state, total_loss, total_count, correct = None, 0.0, 0, 0
+        for batch in self.task.eval_batches(split, self.cfg.batch_size, self.cfg.seq_len, max_batches):
+            loss, out, batch_correct = self._loss(batch, state if batch.continues else None, 0.0)
+            if self.is_lm:
+                count = batch.targets.numel()
+                total_loss += loss.item() * count
+                state = out.state
+            else:
+                count = batch.targets.shape[0]
+                correct += batch_correct
+            total_count += count
+        if total_count == 0:
+            raise ValueError(f"the {split} split of task {self.cfg.task!r} yielded no batches")
+        return total_loss / total_count / math.log(2) if self.is_lm else correct / total_count
+
+    def _improved(self, value: float) -> bool:
+        if self.best_valid is None:
+            return True
+        return value < self.best_valid if self.task.metric_mode == "min" else value > self.best_valid
+
+    def run(self, report: Report | None = None) -> dict:
+        cfg = self.cfg
+        self._resume()
+        batches = self.task.train_batches(cfg.batch_size, cfg.seq_len, cfg.seed)
+        for _ in range(self.step):  # the data stream is deterministic: fast-forward to where we stopped
+            next(batches)
+        window: list[dict] = []
+        while self.step < cfg.steps:
+            window.append(self.train_step(next(batches)))
+            self.step += 1
+            metrics: dict = {}
+            if self.step % cfg.report_every == 0 or self.step == cfg.steps:
+                metrics.update(_window_mean(window))
+                window = []
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                valid = self.evaluate("valid", cfg.eval_batches)
+                metrics[self.valid_name] = valid
+                if self._improved(valid):
+                    self.best_valid = valid
+                    self.best_weights = copy.deepcopy(self.model.state_dict())
+                metrics[f"best_{self.valid_name}"] = self.best_valid
+                if self.checkpoint_dir and not cfg.checkpoint_every:
+                    self.save_checkpoint()
+            if cfg.checkpoint_every and self.checkpoint_dir and self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+            if metrics:
+                metrics.update(self.model_summary())
+                self.history.append((self.step, metrics))
+                if report:
+                    report(self.step, metrics)
+        return self.finish(report)
+
+    def finish(self, report: Report | None) -> dict:
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+        final = {
+            f"test_{self.task.metric}": self.evaluate("test", self.cfg.test_batches),
+            f"best_{self.valid_name}": self.best_valid,
+            **self.model_summary(),
+        }
+        if report:
+            report(self.step, final)
+        return final
+
+    # --- checkpoints ---------------------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write atomically: a crash while saving leaves the previous checkpoint intact."""
+        assert self.checkpoint_dir is not None
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "state": self.state,
+            "best_valid": self.best_valid,
+            "best_weights": self.best_weights,
+            "torch_rng": torch.get_rng_state(),
+            "reset_rng": self.reset_rng.get_state(),
+            "train_config": self.cfg.to_dict(),
+        }
+        target = self.checkpoint_dir / CHECKPOINT_FILE
+        partial = target.with_suffix(".partial")
+        torch.save(payload, partial)
+        partial.replace(target)
+        return target
+
+    def _resume(self) -> None:
+        if not self.checkpoint_dir or not (self.checkpoint_dir / CHECKPOINT_FILE).exists():
+            return
+        payload = torch.load(self.checkpoint_dir / CHECKPOINT_FILE, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.step = payload["step"]
+        self.state = payload["state"]
+        self.best_valid = payload["best_valid"]
+        self.best_weights = payload["best_weights"]
+        torch.set_rng_state(payload["torch_rng"])
+        self.reset_rng.set_state(payload["reset_rng"])
+
+
+def _window_mean(window: list[dict]) -> dict:
+    keys = window[0].keys()
+    return {k: sum(m[k] for m in window) / len(window) for k in keys}
+
+
+def train(trial_config: dict | TrainConfig, report: Report | None = None, checkpoint_dir: str | Path | None = None) -> dict:
+    """Train one trial; call report(step, metrics) at intervals; resume from checkpoint_dir if it holds one."""
+    cfg = trial_config if isinstance(trial_config, TrainConfig) else TrainConfig.from_dict(trial_config)
+    return Trainer(cfg, checkpoint_dir).run(report)
