@@ -1,0 +1,17 @@
+"""Pareto frontier, scaling-law and tradeoff-model fits over trial tables (numpy/scipy/pandas only)."""
+
+from analysis.fitting import Estimate, FitError
+from analysis.frontier import aggregate_seeds, pareto_frontier, per_budget_optimum
+from analysis.scaling import (
+    AllocationLawFit, FrontierLawFit, fit_allocation_law, fit_allocation_laws, fit_frontier_law,
+)
+from analysis.suggest import suggest_next_sweep
+from analysis.surface import AllocationPrediction, SurfaceFit, fit_surface, predict_allocation
+from analysis.tradeoff import TradeoffFit, fit_tradeoff, predict_tradeoff_allocation
+
+__all__ = [
+    "AllocationLawFit", "AllocationPrediction", "Estimate", "FitError", "FrontierLawFit", "SurfaceFit",
+    "TradeoffFit", "aggregate_seeds", "fit_allocation_law", "fit_allocation_laws", "fit_frontier_law",
+    "fit_surface", "fit_tradeoff", "pareto_frontier", "per_budget_optimum", "predict_allocation",
+    "predict_tradeoff_allocation", "suggest_next_sweep",
+]
