@@ -54,6 +54,13 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"TrainConfig.{f.name} must be a number, got {value!r}")
+            elif isinstance(default, bool) and not isinstance(value, bool):
+                raise ValueError(f"TrainConfig.{f.name} must be true or false, got {value!r}")
         if self.optimizer not in ("adam", "adamax"):
             raise ValueError(f"TrainConfig.optimizer must be 'adam' or 'adamax', got {self.optimizer!r}")
         for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches", "report_every"):
@@ -218,6 +225,9 @@ class Trainer:
     def run(self, report: Report | None = None) -> dict:
         cfg = self.cfg
         self._resume()
+        if report:  # re-deliver what was reported before the checkpoint: the sink may have lost it in a crash
+            for step, metrics in self.history:
+                report(step, metrics)
         batches = self.task.train_batches(cfg.batch_size, cfg.seq_len, cfg.seed)
         for _ in range(self.step):  # the data stream is deterministic: fast-forward to where we stopped
             next(batches)
@@ -229,22 +239,22 @@ class Trainer:
             if self.step % cfg.report_every == 0 or self.step == cfg.steps:
                 metrics.update(_window_mean(window))
                 window = []
-            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+            evaluated = self.step % cfg.eval_every == 0 or self.step == cfg.steps
+            if evaluated:
                 valid = self.evaluate("valid", cfg.eval_batches)
                 metrics[self.valid_name] = valid
                 if self._improved(valid):
                     self.best_valid = valid
                     self.best_weights = copy.deepcopy(self.model.state_dict())
                 metrics[f"best_{self.valid_name}"] = self.best_valid
-                if self.checkpoint_dir and not cfg.checkpoint_every:
-                    self.save_checkpoint()
-            if cfg.checkpoint_every and self.checkpoint_dir and self.step % cfg.checkpoint_every == 0:
-                self.save_checkpoint()
             if metrics:
                 metrics.update(self.model_summary())
                 self.history.append((self.step, metrics))
-                if report:
-                    report(self.step, metrics)
+            due = self.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else evaluated
+            if self.checkpoint_dir and due:
+                self.save_checkpoint()  # before reporting: whatever was reported is in the checkpoint's history
+            if metrics and report:
+                report(self.step, metrics)
         return self.finish(report)
 
     def finish(self, report: Report | None) -> dict:
@@ -272,6 +282,7 @@ class Trainer:
             "state": self.state,
             "best_valid": self.best_valid,
             "best_weights": self.best_weights,
+            "history": self.history,
             "torch_rng": torch.get_rng_state(),
             "reset_rng": self.reset_rng.get_state(),
             "train_config": self.cfg.to_dict(),
@@ -292,6 +303,7 @@ class Trainer:
         self.state = payload["state"]
         self.best_valid = payload["best_valid"]
         self.best_weights = payload["best_weights"]
+        self.history = payload["history"]
         torch.set_rng_state(payload["torch_rng"])
         self.reset_rng.set_state(payload["reset_rng"])
 

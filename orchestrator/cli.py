@@ -1,0 +1,329 @@
+"""The `orchestrator` command line: plan, submit, resume and inspect sweeps.
+
+Every error a user can cause prints one line per problem and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from .spec import SpecError, SweepSpec, load_spec, parse_spec
+
+app = typer.Typer(
+    help="Scaling-law sweeps of ELM networks on Ray Tune, results in a SQL database.\n\n"
+    "Example: orchestrator submit sweeps/quickstart.yaml",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+errors = Console(stderr=True)
+
+DbOption = Annotated[
+    Optional[str],
+    typer.Option("--db", envvar="ELMSCALE_DATABASE_URL", help="Database URL (default: sqlite:///elmscale.db)."),
+]
+AddressOption = Annotated[
+    Optional[str], typer.Option("--address", help="Address of an existing Ray cluster (default: start a local one).")
+]
+
+
+class UserError(Exception):
+    """A problem the user can fix; each line is printed as it is."""
+
+    def __init__(self, *lines: str):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def fail(*lines: str) -> None:
+    for line in lines:
+        errors.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def user_errors():
+    """Turn the errors a user can cause into one line each and exit status 2; no traceback."""
+    from resultsdb import ConflictError, DatabaseUnavailable, NotFound
+
+    try:
+        yield
+    except SpecError as error:
+        fail(*error.problems)
+    except UserError as error:
+        fail(*error.lines)
+    except (ConflictError, NotFound, DatabaseUnavailable) as error:
+        fail(str(error))
+
+
+def open_store(db: str | None):
+    """The results store at `db`, its schema migrated to the current version."""
+    from resultsdb import ResultsStore, migrate
+
+    migrate.upgrade(db)
+    return ResultsStore(db)
+
+
+def spec_of(store, name: str) -> tuple[SweepSpec, str]:
+    sweep = store.get_sweep(name)
+    if sweep is None:
+        raise UserError(f"no sweep named {name!r} in the database (see `orchestrator list`)")
+    return parse_spec(sweep.spec_text, f"sweep {name}"), sweep.spec_text
+
+
+# --- planning and running --------------------------------------------------------------------------------------
+
+
+@app.command()
+def plan(spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec (YAML).")]) -> None:
+    """Print the expanded trial table of a sweep spec without running anything."""
+    from .plan import plan as expand
+
+    with user_errors():
+        spec, _ = load_spec(spec_path)
+        trials = expand(spec)
+    table = Table(title=f"{spec.name}: {len(trials)} trials", show_lines=False)
+    for column in ("budget", *trials[0].axes, "N", "d_m", "k_e", "k_c", "P", "shortfall", "seed"):
+        table.add_column(column, justify="right")
+    for t in trials:
+        table.add_row(
+            f"{t.budget:.3g}", *(str(v) for v in t.axes.values()), str(t.model.n_hidden), str(t.model.d_m),
+            f"{t.params.k_e:,}", f"{t.params.k_c:,}", f"{t.params.params_total:,}", f"{t.shortfall:+.2%}", str(t.seed),
+        )
+    console.print(table)
+
+
+@app.command()
+def submit(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec (YAML).")],
+    db: DbOption = None,
+    address: AddressOption = None,
+) -> None:
+    """Record a sweep and all its trials, then run them on Ray Tune (resubmitting the same spec resumes it)."""
+    from .plan import plan as expand
+
+    with user_errors():
+        spec, text = load_spec(spec_path)
+        expand(spec)  # every spec problem surfaces before the database is touched
+        store = open_store(db)
+        _execute(spec, text, store, address, only=None)
+
+
+@app.command()
+def resume(name: str, db: DbOption = None, address: AddressOption = None) -> None:
+    """Run what is unfinished of a sweep (after a killed driver, a reboot, a database outage)."""
+    with user_errors():
+        store = open_store(db)
+        spec, text = spec_of(store, name)
+        _execute(spec, text, store, address, only=None)
+
+
+@app.command("retry-failed")
+def retry_failed(name: str, db: DbOption = None, address: AddressOption = None) -> None:
+    """Run the failed trials of a sweep again (they resume from their last checkpoint)."""
+    from .runner import trial_statuses
+
+    with user_errors():
+        store = open_store(db)
+        spec, text = spec_of(store, name)
+        failed = [tid for tid, status in trial_statuses(store, name).items() if status == "failed"]
+        if not failed:
+            console.print(f"{name}: no failed trials")
+            return
+        _execute(spec, text, store, address, only=failed)
+
+
+def _execute(spec: SweepSpec, text: str, store, address: str | None, only) -> None:
+    from . import runner
+
+    trials = runner.prepare(spec, text, store)
+    holder: dict = {}
+    with Live(console=console, refresh_per_second=2, get_renderable=lambda: _progress_view(holder)) as _:
+        outcome = runner.run(spec, trials, store, address=address, only=only, live=lambda p: holder.update(p=p))
+    if outcome.undelivered:
+        errors.print(
+            "[yellow]warning:[/yellow] the database could not be reached: results wait in the outbox; "
+            f"run `orchestrator resume {spec.name}` when it is back"
+        )
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items()))
+    console.print(f"[bold]{spec.name}[/bold]: {counts}")
+    _print_frontier(store, spec.name)
+    if outcome.undelivered:
+        raise typer.Exit(1)
+
+
+def _progress_view(holder: dict):
+    progress = holder.get("p")
+    if progress is None:
+        return "planning..."
+    counts = progress.counts()
+    done = sum(counts[s] for s in ("completed", "stopped_early", "failed"))
+    bar = ProgressBar(total=progress.total, completed=done, width=40)
+    line = (f"trials {done}/{progress.total}  running {counts['running']}  failed {counts['failed']}  "
+            f"stopped early {counts['stopped_early']}")
+    table = Table(title=f"best {progress.metric} so far", title_justify="left")
+    table.add_column("budget", justify="right")
+    table.add_column(progress.metric, justify="right")
+    with progress.lock:
+        for budget, value in sorted(progress.best_by_budget.items()):
+            table.add_row(f"{budget:.3g}", f"{value:.4f}")
+    return Group(bar, line, table)
+
+
+# --- inspecting ----------------------------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_sweeps(db: DbOption = None) -> None:
+    """All sweeps with their trial counts."""
+    with user_errors():
+        sweeps = open_store(db).list_sweeps()
+    table = Table()
+    for column in ("sweep", "task", "metric", "status", "trials", "completed", "running", "failed", "created"):
+        table.add_column(column)
+    for s in sweeps:
+        counts = s.trial_counts
+        table.add_row(
+            s.name, s.task, f"{s.metric} ({s.mode})", s.status, str(sum(counts.values())),
+            str(counts.get("completed", 0)), str(counts.get("running", 0)), str(counts.get("failed", 0)),
+            f"{s.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@app.command()
+def status(name: Annotated[Optional[str], typer.Argument()] = None, db: DbOption = None) -> None:
+    """A sweep's progress and failed trials (without NAME: every sweep)."""
+    if name is None:
+        list_sweeps(db)
+        return
+    with user_errors():
+        store = open_store(db)
+        sweep = store.get_sweep(name)
+        if sweep is None:
+            raise UserError(f"no sweep named {name!r} in the database (see `orchestrator list`)")
+        frame = store.summary_frame(name)
+    total = len(frame)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(sweep.trial_counts.items()))
+    console.print(f"[bold]{name}[/bold] ({sweep.status}): {total} trials: {counts}")
+    failed = frame[frame["status"] == "failed"]
+    for row in failed.itertuples():
+        console.print(f"  failed {row.id}: {getattr(row, 'error', '') or ''}", highlight=False)
+
+
+@app.command()
+def cancel(name: str, db: DbOption = None) -> None:
+    """Stop a sweep: its running driver stops launching and stops its trials; `resume` continues it."""
+    with user_errors():
+        store = open_store(db)
+        if store.get_sweep(name) is None:
+            raise UserError(f"no sweep named {name!r} in the database (see `orchestrator list`)")
+        store.set_sweep_status(name, "stopped")
+    console.print(f"{name}: stopped")
+
+
+@app.command()
+def frontier(name: str, db: DbOption = None, metric: Annotated[Optional[str], typer.Option()] = None) -> None:
+    """The best allocation at each budget (seeds averaged) and the runner-up."""
+    with user_errors():
+        store = open_store(db)
+        if store.get_sweep(name) is None:
+            raise UserError(f"no sweep named {name!r} in the database (see `orchestrator list`)")
+        _print_frontier(store, name, metric)
+
+
+def _print_frontier(store, name: str, metric: str | None = None) -> None:
+    from analysis.fitting import FitError
+    from analysis.frontier import per_budget_optimum
+    from resultsdb.frames import METRIC_COLUMN, metric_frame
+
+    frame, metric, mode = metric_frame(store, name, metric)
+    try:
+        best = per_budget_optimum(frame, METRIC_COLUMN, mode, config_columns=_ALLOCATION)
+    except FitError:
+        console.print(f"{name}: no finished trial has {metric} yet")
+        return
+    better = "lower" if mode == "min" else "higher"
+    table = Table(title=f"{name}: best allocation per budget ({metric}, {better} is better; 2nd = runner-up)")
+    for column in ("budget", "N", "d_m", "k_e", "k_c", "P", metric, "seeds", "2nd d_m", "2nd"):
+        table.add_column(column, justify="right")
+    for row in best.itertuples():
+        runner = getattr(row, f"runner_up_{METRIC_COLUMN}")
+        table.add_row(
+            f"{row.budget:.3g}", str(int(row.n_hidden)), str(int(row.d_m)), f"{int(row.k_e):,}", f"{int(row.k_c):,}",
+            f"{int(row.params_total):,}", f"{getattr(row, METRIC_COLUMN):.4f}", str(int(row.n_seeds)),
+            "" if runner != runner else str(int(row.runner_up_d_m)), "" if runner != runner else f"{runner:.4f}",
+        )
+    console.print(table)
+
+
+_ALLOCATION = ["budget", "n_hidden", "d_m", "d_mlp", "l_mlp", "d_tree", "d_branch", "rho_rec", "k_e", "k_c", "params_total"]
+
+
+@app.command()
+def export(
+    name: str,
+    format: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output file (default: NAME.FORMAT).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Write one row per trial (allocation, status, every metric summary) as CSV or Parquet."""
+    from resultsdb.frames import metric_frame
+
+    with user_errors():
+        if format not in ("csv", "parquet"):
+            raise UserError(f"--format must be csv or parquet, got {format!r}")
+        store = open_store(db)
+        frame, _, _ = metric_frame(store, name)
+        target = out or Path(f"{name}.{format}")
+        partial = target.with_name(target.name + ".partial")
+        try:
+            frame.to_csv(partial, index=False) if format == "csv" else frame.to_parquet(partial, index=False)
+        except OSError as error:
+            raise UserError(f"cannot write {target}: {error.strerror}") from None
+        partial.replace(target)
+    console.print(f"wrote {len(frame)} trials to {target}")
+
+
+# --- database ----------------------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None) -> None:
+    """Apply all migrations to the database."""
+    from resultsdb import migrate
+
+    with user_errors():
+        migrate.upgrade(db)
+        console.print(f"database at revision {migrate.current(db)}")
+
+
+@db_app.command("current")
+def db_current(db: DbOption = None) -> None:
+    """Print the database's migration revision and whether it is the latest."""
+    from resultsdb import migrate
+
+    with user_errors():
+        revision = migrate.current(db)
+        console.print(f"{revision or '(empty)'}{' (head)' if migrate.is_at_head(db) else ' (behind: run `orchestrator db upgrade`)'}")
+
+
+def main() -> None:
+    app(prog_name="orchestrator")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

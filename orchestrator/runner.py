@@ -1,0 +1,327 @@
+"""Run a planned sweep on Ray Tune, every result through the outbox into the results store.
+
+The database is the record of what should run: `prepare` writes the sweep and all its trials (pending) before
+anything starts, and `run` executes only the trials that are not finished, so a resume after a killed driver
+is just another `run`. Each trial checkpoints into `<state_dir>/checkpoints/<sweep>/<trial_id>` (a shared path
+on a multi-node cluster) and resumes from there on retry or resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress display replaces Tune's tables
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # not every report carries the valid metric
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler  # noqa: E402
+
+from resultsdb.engine import DatabaseUnavailable
+from resultsdb.store import ResultsStore
+
+from .plan import TrialPlan, plan
+from .sink import Outbox, ResultSink, result_record, status_record
+from .spec import SweepSpec
+
+FINISHED = {"completed", "stopped_early"}
+METRIC_KEYS_FIELD = "elm_metric_keys"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("ELMSCALE_STATE_DIR", ".elmscale")).resolve()
+
+
+def prepare(spec: SweepSpec, spec_text: str, store: ResultsStore) -> list[TrialPlan]:
+    """Plan the sweep and record it with all its trials (idempotent); ConflictError if the name has another spec."""
+    trials = plan(spec)
+    store.create_sweep(
+        spec.name, task=spec.task, metric=spec.metric.name, mode=spec.metric.mode, spec_text=spec_text,
+        metric_modes=_metric_modes(spec), code_version=_code_version(),
+    )
+    store.add_trials(spec.name, [t.row() for t in trials])
+    return trials
+
+
+def _metric_modes(spec: SweepSpec) -> dict[str, str]:
+    """Reported metrics whose 'best' runs the other way from the sweep's metric."""
+    lower_is_better = ("train_loss", "train_bpc", "valid_bpc", "best_valid_bpc", "test_bpc", "step_time", "grad_norm")
+    higher_is_better = ("valid_accuracy", "best_valid_accuracy", "test_accuracy", "tokens_per_s")
+    modes = {m: "min" for m in lower_is_better} | {m: "max" for m in higher_is_better}
+    modes.pop(spec.metric.name, None)
+    return modes
+
+
+def _code_version() -> str:
+    from importlib.metadata import version
+
+    return version("elmscale")
+
+
+def trial_statuses(store: ResultsStore, sweep: str) -> dict[str, str]:
+    frame = store.summary_frame(sweep)
+    return dict(zip(frame["id"], frame["status"])) if len(frame) else {}
+
+
+# --- inside a Ray worker -----------------------------------------------------------------------------------------
+
+
+def run_trial(tune_config: dict) -> None:
+    """The Tune trainable: train one trial, reporting every metric window; never touches the database."""
+    import torch
+
+    from elm_core.train import pick_device, train
+
+    config = tune_config["trial"]
+    threads = max(1, int(config["cpus"]))
+    torch.set_num_threads(threads)
+    node = ray.get_runtime_context().get_node_id()
+    where = {"node": f"{socket.gethostname()}:{node[:12]}", "device": str(pick_device(config["train_config"].get("device", "auto")))}
+
+    def report(step: int, metrics: dict) -> None:
+        tune.report({"step": step, **metrics, **where, METRIC_KEYS_FIELD: ",".join(metrics)})
+
+    train(config["train_config"], report, checkpoint_dir=config["checkpoint_dir"])
+
+
+# --- on the driver ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepProgress:
+    """What the live display shows; updated by the Tune callback."""
+
+    total: int
+    metric: str
+    mode: str
+    status: dict[str, str] = field(default_factory=dict)
+    budget_of: dict[str, float] = field(default_factory=dict)
+    best_by_budget: dict[float, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_status(self, trial_id: str, status: str) -> None:
+        with self.lock:
+            self.status[trial_id] = status
+
+    def observe(self, trial_id: str, metrics: dict) -> None:
+        value = metrics.get(self.metric)
+        if value is None:
+            return
+        budget = self.budget_of[trial_id]
+        with self.lock:
+            best = self.best_by_budget.get(budget)
+            if best is None or (value < best if self.mode == "min" else value > best):
+                self.best_by_budget[budget] = value
+
+    def counts(self) -> Counter:
+        with self.lock:
+            return Counter(self.status.values())
+
+
+class CancelWatch:
+    """Ends every trial once `orchestrator cancel` marked the sweep stopped (the database is checked every 2 s)."""
+
+    def __init__(self, store: ResultsStore, sweep: str):
+        self.store, self.sweep = store, sweep
+        self.cancelled = False
+        self._checked = 0.0
+
+    def stop_all(self) -> bool:
+        now = time.monotonic()
+        if not self.cancelled and now - self._checked > 2.0:
+            self._checked = now
+            try:
+                sweep = self.store.get_sweep(self.sweep)
+            except DatabaseUnavailable:
+                return False
+            self.cancelled = sweep is not None and sweep.status == "stopped"
+        return self.cancelled
+
+
+@dataclass
+class Driver:
+    """The driver-side objects of one running sweep. Tune pickles its callbacks, so they find these by name."""
+
+    sink: ResultSink
+    progress: SweepProgress
+    total_steps: dict[str, int]
+    cancel: CancelWatch
+
+
+_DRIVERS: dict[str, Driver] = {}
+
+
+class SinkCallback(tune.Callback):
+    """Only enqueues: the sink thread does all file and database work."""
+
+    def __init__(self, sweep: str) -> None:
+        self.sweep = sweep
+        self.started: set[str] = set()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
+        keys = [k for k in str(result.get(METRIC_KEYS_FIELD, "")).split(",") if k]
+        metrics = {k: result[k] for k in keys if k in result}
+        if trial_id not in self.started:
+            self.started.add(trial_id)
+            driver.sink.put(status_record(trial_id, "running", node=result.get("node"), device=result.get("device")))
+            driver.progress.set_status(trial_id, "running")
+        driver.sink.put(result_record(trial_id, result["step"], metrics))
+        driver.progress.observe(trial_id, metrics)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
+        self.started.discard(trial_id)
+        driver.sink.put(status_record(trial_id, "pending"))
+        driver.progress.set_status(trial_id, "pending")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
+        last = trial.last_result or {}
+        final = {k: v for k, v in last.items() if k.startswith("test_") and isinstance(v, (int, float))}
+        finished = last.get("step", 0) >= driver.total_steps[trial_id] and final
+        # A trial cut short by a cancel is not finished: resume picks it up from its checkpoint.
+        status = "completed" if finished else "pending" if driver.cancel.cancelled else "stopped_early"
+        driver.sink.put(status_record(trial_id, status, final=final or None))
+        driver.progress.set_status(trial_id, status)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
+        driver.sink.put(status_record(trial_id, "failed", error=_error_text(trial)))
+        driver.progress.set_status(trial_id, "failed")
+
+
+class CancelStopper(tune.Stopper):
+    def __init__(self, sweep: str) -> None:
+        self.sweep = sweep
+
+    def __call__(self, trial_id, result) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        return _DRIVERS[self.sweep].cancel.stop_all()
+
+
+def _error_text(trial) -> str:
+    """The last line of the trial's traceback: the exception and its message."""
+    path = trial.error_file
+    if path and Path(path).exists():
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:2000]
+    return "the trial failed (no error file)"
+
+
+@dataclass
+class RunResult:
+    statuses: Counter
+    undelivered: bool
+
+
+def run(
+    spec: SweepSpec,
+    trials: list[TrialPlan],
+    store: ResultsStore,
+    *,
+    address: str | None = None,
+    only: Iterable[str] | None = None,
+    live=None,
+) -> RunResult:
+    """Run the given trials (default: every unfinished one) and wait for them; results land in the store."""
+    root = state_dir()
+    outbox = Outbox(root / "outbox", spec.name)
+    sink = ResultSink(store, outbox).start()
+    sink.flush_outbox()  # whatever a crashed driver left behind goes first
+
+    statuses = trial_statuses(store, spec.name)
+    wanted = set(only) if only is not None else {t.trial_id for t in trials if statuses.get(t.trial_id) not in FINISHED}
+    todo = [t for t in trials if t.trial_id in wanted]
+    progress = SweepProgress(len(trials), spec.metric.name, spec.metric.mode)
+    for t in trials:
+        progress.budget_of[t.trial_id] = t.budget
+        progress.status[t.trial_id] = "pending" if t.trial_id in wanted else statuses.get(t.trial_id, "pending")
+
+    cancel = CancelWatch(store, spec.name)
+    if todo:
+        store.set_sweep_status(spec.name, "running")
+        if not ray.is_initialized():
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING,
+                     runtime_env=_runtime_env() if address else None)
+        total_steps = {t.trial_id: int(t.train_config.get("steps", 1000)) for t in todo}
+        _DRIVERS[spec.name] = Driver(sink, progress, total_steps, cancel)
+        trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+        groups = _groups(todo, by_budget=spec.scheduler.type == "asha")
+        if live is not None:
+            live(progress)
+        try:
+            for group in groups:
+                if not cancel.stop_all():
+                    _fit(spec, group, trainable, root)
+        finally:
+            _DRIVERS.pop(spec.name, None)
+            undelivered = not sink.close()
+    else:
+        undelivered = not sink.close()
+
+    final = trial_statuses(store, spec.name)
+    counts = Counter(final.values())
+    if todo and cancel.cancelled:
+        pass  # stays "stopped" until resumed
+    elif not undelivered and counts.get("pending", 0) + counts.get("running", 0) == 0:
+        store.set_sweep_status(spec.name, "completed")
+    return RunResult(counts, undelivered)
+
+
+def _groups(trials: list[TrialPlan], by_budget: bool) -> list[list[TrialPlan]]:
+    """ASHA compares trials within one budget only, so each budget is its own Tune run."""
+    if not by_budget:
+        return [trials]
+    budgets = sorted({t.budget for t in trials})
+    return [[t for t in trials if t.budget == b] for b in budgets]
+
+
+def _fit(spec: SweepSpec, group: list[TrialPlan], trainable, root: Path) -> None:
+    configs = [
+        {
+            "trial_id": t.trial_id,
+            "train_config": t.train_config,
+            "checkpoint_dir": str(root / "checkpoints" / spec.name / t.trial_id),
+            "cpus": spec.resources.cpu,
+        }
+        for t in group
+    ]
+    scheduler = None
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="step", metric=spec.valid_metric, mode=spec.metric.mode,
+            grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor,
+            max_t=max(int(t.train_config.get("steps", 1000)) for t in group),
+        )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=spec.max_concurrent, scheduler=scheduler),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(root / "ray_results"),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            callbacks=[SinkCallback(spec.name)],
+            stop=CancelStopper(spec.name),
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+def _runtime_env() -> dict:
+    """Workers on other nodes import this project from the same installed environment; pass the state dir."""
+    return {"env_vars": {"ELMSCALE_STATE_DIR": str(state_dir())}}

@@ -1,0 +1,158 @@
+"""How no result gets lost: an append-only outbox file in front of the database.
+
+The Tune callback only enqueues. A background thread appends every record to the outbox (fsync'd) before it
+tries the database; delivered records are marked by a byte offset. While the database is down, records pile
+up in the outbox and go out when it returns, or on the next `resume`. Writes are idempotent upserts, so a
+record delivered twice (crash between delivery and marking) changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from resultsdb.engine import DatabaseUnavailable
+from resultsdb.store import ResultsStore
+
+RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+
+
+class Outbox:
+    """Records as JSON lines in `<dir>/<sweep>.jsonl`; `<sweep>.offset` holds how far they were delivered."""
+
+    def __init__(self, directory: Path, sweep: str):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{sweep}.jsonl"
+        self.offset_path = directory / f"{sweep}.offset"
+        self.path.touch()
+
+    def append(self, records: list[dict]) -> None:
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+        with open(self.path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def delivered_offset(self) -> int:
+        try:
+            return int(self.offset_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def pending(self) -> tuple[list[dict], int]:
+        """Undelivered complete records and the offset just after them (a torn last line is left for later)."""
+        start = self.delivered_offset()
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line], start + len(complete)
+
+    def mark_delivered(self, offset: int) -> None:
+        partial = self.offset_path.with_suffix(".partial")
+        partial.write_text(str(offset))
+        partial.replace(self.offset_path)
+
+
+def deliver(store: ResultsStore, records: list[dict]) -> None:
+    """Apply records in order: consecutive results go as one batch; status changes one by one."""
+    batch: list[tuple] = []
+    for record in records:
+        if record["kind"] == "result":
+            batch.append((record["trial_id"], record["step"], record["metrics"], record["time"]))
+            continue
+        if batch:
+            store.write_results(batch)
+            batch = []
+        store.set_trial_status(
+            record["trial_id"], record["status"], error=record.get("error"), node=record.get("node"),
+            device=record.get("device"), final=record.get("final"),
+        )
+    if batch:
+        store.write_results(batch)
+
+
+def result_record(trial_id: str, step: int, metrics: dict) -> dict:
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"kind": "result", "trial_id": trial_id, "step": int(step), "metrics": numeric, "time": time.time()}
+
+
+def status_record(trial_id: str, status: str, **details) -> dict:
+    return {"kind": "status", "trial_id": trial_id, "status": status, **{k: v for k, v in details.items() if v is not None}}
+
+
+class ResultSink:
+    """The background writer: queue -> outbox file -> database."""
+
+    def __init__(self, store: ResultsStore, outbox: Outbox, on_delivered: Callable[[list[dict]], None] | None = None):
+        self.store, self.outbox = store, outbox
+        self.on_delivered = on_delivered
+        self.queue: queue.Queue[dict] = queue.Queue()
+        self.database_down_since: float | None = None
+        self._stop = threading.Event()
+        self._retry_at = 0.0
+        self._failures = 0
+        self._thread = threading.Thread(target=self._run, name="elmscale-result-sink", daemon=True)
+
+    def start(self) -> ResultSink:
+        self._thread.start()
+        return self
+
+    def put(self, record: dict) -> None:
+        self.queue.put(record)
+
+    def _drain_to_outbox(self, timeout: float) -> None:
+        records = []
+        try:
+            records.append(self.queue.get(timeout=timeout))
+            while True:
+                records.append(self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        if records:
+            self.outbox.append(records)
+
+    def flush_outbox(self) -> bool:
+        """Try to deliver everything pending; False if the database is unreachable (records stay queued on disk)."""
+        records, end = self.outbox.pending()
+        if not records:
+            return True
+        try:
+            deliver(self.store, records)
+        except DatabaseUnavailable:
+            if self.database_down_since is None:
+                self.database_down_since = time.time()
+            return False
+        self.database_down_since = None
+        self.outbox.mark_delivered(end)
+        if self.on_delivered:
+            self.on_delivered(records)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._drain_to_outbox(timeout=0.25)
+            if time.monotonic() < self._retry_at:
+                continue
+            if self.flush_outbox():
+                self._failures = 0
+            else:
+                self._retry_at = time.monotonic() + RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS) - 1)]
+                self._failures += 1
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop the thread, then make a last delivery attempt for up to `timeout` seconds; True if all delivered."""
+        self._stop.set()
+        self._thread.join()
+        self._drain_to_outbox(timeout=0)
+        deadline = time.monotonic() + timeout
+        while not self.flush_outbox():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
