@@ -1,0 +1,120 @@
+"""Datasets as tasks: `load_task(name, options, seed)` returns a Task that yields training and evaluation batches."""
+
+from collections.abc import Callable
+
+import numpy as np
+
+from elm_core.data.errors import DatasetCorrupt, DatasetError, DatasetUnavailable
+from elm_core.data.files import data_dir
+from elm_core.data.shd import SHD_CLASSES, SHD_URL, read_shd, shd_file
+from elm_core.data.spikes import SpikeDigits, synthetic_digits
+from elm_core.data.tasks import Batch, LanguageModelTask, SpikeClassificationTask, Task
+from elm_core.data.text import enwik8_splits, pystdlib_splits, synthetic_copy_splits, textfile_splits
+
+__all__ = [
+    "Batch",
+    "DatasetCorrupt",
+    "DatasetError",
+    "DatasetUnavailable",
+    "LanguageModelTask",
+    "SpikeClassificationTask",
+    "Task",
+    "TASK_NAMES",
+    "load_task",
+]
+
+ADDING_CLASSES = 19  # (y1 mod 10) + (y2 mod 10) takes the values 0..18
+_DOWNLOAD_OPTIONS = {"data_dir", "download", "url"}
+_SHD_OPTIONS = _DOWNLOAD_OPTIONS | {"bin_ms", "duration_s", "valid_fraction"}
+_SYNTHETIC_SPIKE_OPTIONS = {"n_channels", "steps_per_digit", "n_train", "n_test", "valid_fraction", "corpus_seed"}
+
+
+def _lm(splits_of: Callable[[dict, int], dict[str, np.ndarray]]) -> Callable[[str, dict, int], Task]:
+    return lambda name, options, seed: LanguageModelTask.from_bytes(name, splits_of(options, seed))
+
+
+def _shd(digits_per_example: int) -> Callable[[str, dict, int], Task]:
+    def load(name: str, options: dict, seed: int) -> Task:
+        directory = data_dir(options)
+        bin_s = float(options.get("bin_ms", 2.0)) / 1000.0
+        duration_s = float(options.get("duration_s", 1.0))
+        if bin_s <= 0 or duration_s < bin_s:
+            raise DatasetError(f"task '{name}': need 0 < bin_ms/1000 <= duration_s, got bin_ms={bin_s * 1000}, duration_s={duration_s}")
+        train, test = (
+            read_shd(shd_file(directory, split, options.get("url", SHD_URL), options.get("download", True)), bin_s, duration_s)
+            for split in ("train", "test")
+        )
+        n_classes = SHD_CLASSES if digits_per_example == 1 else ADDING_CLASSES
+        return _spike_task(name, train, test, digits_per_example, n_classes, seed, options)
+
+    return load
+
+
+def _synthetic_adding(name: str, options: dict, seed: int) -> Task:
+    n_channels = int(options.get("n_channels", 20))
+    if n_channels < 10:
+        raise DatasetError(f"task '{name}': n_channels must be at least 10 (one group per digit), got {n_channels}")
+    steps = int(options.get("steps_per_digit", 25))
+    rng = np.random.default_rng(int(options.get("corpus_seed", 0)))
+    train = synthetic_digits(int(options.get("n_train", 2000)), n_channels, steps, rng)
+    test = synthetic_digits(int(options.get("n_test", 400)), n_channels, steps, rng)
+    return _spike_task(name, train, test, 2, ADDING_CLASSES, seed, options)
+
+
+def _spike_task(
+    name: str, train: SpikeDigits, test: SpikeDigits, digits_per_example: int, n_classes: int, seed: int, options: dict
+) -> SpikeClassificationTask:
+    """Seeded validation split of the training file; valid/test examples fixed by the seed."""
+    valid_fraction = float(options.get("valid_fraction", 0.2))
+    if not 0 < valid_fraction < 1:
+        raise DatasetError(f"task '{name}': valid_fraction must lie in (0, 1), got {valid_fraction}")
+    order = np.random.default_rng([seed, 0]).permutation(len(train))
+    n_valid = round(valid_fraction * len(train))
+    valid, pool = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+    return SpikeClassificationTask(
+        name=name,
+        kind="classification",
+        n_input=train.n_channels,
+        n_output=n_classes,
+        metric="accuracy",
+        metric_mode="max",
+        train_digits=train,
+        train_pool=pool,
+        eval_sets={
+            "valid": (train, _fixed_examples(valid, digits_per_example, np.random.default_rng([seed, 1]))),
+            "test": (test, _fixed_examples(np.arange(len(test)), digits_per_example, np.random.default_rng([seed, 2]))),
+        },
+        digits_per_example=digits_per_example,
+    )
+
+
+def _fixed_examples(samples: np.ndarray, digits_per_example: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, k) rows: every sample once as first digit, partners drawn by a seeded permutation."""
+    return np.stack([samples, *(rng.permutation(samples) for _ in range(digits_per_example - 1))], axis=1)
+
+
+_LOADERS: dict[str, tuple[Callable[[str, dict, int], Task], set[str]]] = {
+    "enwik8": (_lm(lambda options, seed: enwik8_splits(options)), _DOWNLOAD_OPTIONS | {"expected_size", "expected_md5"}),
+    "textfile": (_lm(textfile_splits), {"path"}),
+    "pystdlib": (_lm(pystdlib_splits), {"max_bytes"}),
+    "synthetic_copy": (_lm(synthetic_copy_splits), {"corpus_seed", "corpus_bytes"}),
+    "shd": (_shd(1), _SHD_OPTIONS),
+    "shd_adding": (_shd(2), _SHD_OPTIONS),
+    "synthetic_adding": (_synthetic_adding, _SYNTHETIC_SPIKE_OPTIONS),
+}
+TASK_NAMES = tuple(_LOADERS)
+
+
+def load_task(name: str, options: dict | None = None, seed: int = 0) -> Task:
+    """Load a task by name; seed fixes the text/validation split and the fixed valid/test examples.
+
+    Raises DatasetError (one-line message) for an unknown task or option, missing or damaged data.
+    """
+    if name not in _LOADERS:
+        raise DatasetError(f"unknown task '{name}' (known: {', '.join(TASK_NAMES)})")
+    loader, known_options = _LOADERS[name]
+    options = options or {}
+    unknown = sorted(set(options) - known_options)
+    if unknown:
+        raise DatasetError(f"task '{name}' has no option {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known_options))})")
+    return loader(name, options, seed)
