@@ -1,0 +1,202 @@
+"""Tables of the results database as SQLAlchemy 2.0 typed models.
+
+Only ``resultsdb`` touches these; everything else goes through ``resultsdb.store.ResultsStore``.
+Times are stored as timezone-aware UTC datetimes, except the wall time of a metric point, which
+is a float of seconds since the epoch as the trainer reports it.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Event ids must autoincrement on SQLite, where only INTEGER PRIMARY KEY aliases the rowid.
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def byte_ordered(length: int) -> String:
+    """Keys compared byte-wise on Postgres ("C" collation; SQLite always does): trial ids and metric
+    names need no locale rules, and locale comparisons made index inserts and sorts several times slower."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+TrialKey = byte_ordered(32)
+MetricName = byte_ordered(100)
+
+ALLOCATION_COLUMNS = (
+    "budget",
+    "n_hidden",
+    "d_m",
+    "d_mlp",
+    "l_mlp",
+    "d_tree",
+    "d_branch",
+    "rho_rec",
+    "k_e",
+    "k_c",
+    "params_total",
+    "seed",
+)
+
+
+class TrialStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED_EARLY = "stopped_early"
+
+
+class SweepStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class MetricMode(enum.StrEnum):
+    MIN = "min"
+    MAX = "max"
+
+
+class Base(DeclarativeBase):
+    # Named constraints keep migrations reproducible across backends.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Sweep(Base):
+    __tablename__ = "sweep"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    task: Mapped[str] = mapped_column(String(100))
+    metric: Mapped[str] = mapped_column(String(100))
+    mode: Mapped[str] = mapped_column(String(8))
+    # Mode of every reported metric whose "best" is kept; metrics not listed follow `mode`.
+    metric_modes: Mapped[dict[str, str]] = mapped_column(JSON)
+    spec_text: Mapped[str] = mapped_column(Text)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    code_version: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Trial(Base):
+    __tablename__ = "trial"
+
+    id: Mapped[str] = mapped_column(TrialKey, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweep.id", ondelete="CASCADE"))
+    budget: Mapped[int | None] = mapped_column(BigInteger)
+    n_hidden: Mapped[int] = mapped_column(Integer)
+    d_m: Mapped[int] = mapped_column(Integer)
+    d_mlp: Mapped[int] = mapped_column(Integer)
+    l_mlp: Mapped[int] = mapped_column(Integer)
+    d_tree: Mapped[int] = mapped_column(Integer)
+    d_branch: Mapped[int] = mapped_column(Integer)
+    rho_rec: Mapped[float] = mapped_column(Double)
+    k_e: Mapped[int] = mapped_column(Integer)
+    k_c: Mapped[int] = mapped_column(Integer)
+    params_total: Mapped[int] = mapped_column(BigInteger)
+    seed: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    node: Mapped[str | None] = mapped_column(String(200))
+    device: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the current status was reported; a replayed, older status change is ignored.
+    status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # Every query is scoped to one sweep, so each filterable column is indexed behind sweep_id.
+    __table_args__ = (
+        Index(None, "sweep_id", "status"),
+        *(Index(None, "sweep_id", column) for column in ALLOCATION_COLUMNS),
+    )
+
+
+class MetricPoint(Base):
+    """One reported value; the narrow primary key is the only index (writes dominate).
+
+    No foreign key to trial: its per-row check cost as much as the insert itself, and the writer
+    already refuses points of unknown trials (it resolves every trial before writing).
+    """
+
+    __tablename__ = "metric_series"
+
+    trial_id: Mapped[str] = mapped_column(TrialKey, primary_key=True)
+    metric: Mapped[str] = mapped_column(MetricName, primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # NULL where the trainer reported NaN (SQLite cannot store NaN).
+    value: Mapped[float | None] = mapped_column(Double)
+    wall_time: Mapped[float] = mapped_column(Double)
+
+
+class TrialSummary(Base):
+    """Per (trial, metric) aggregates kept by the writer, so queries never scan the series."""
+
+    __tablename__ = "trial_summary"
+
+    trial_id: Mapped[str] = mapped_column(
+        TrialKey, ForeignKey("trial.id", ondelete="CASCADE"), primary_key=True
+    )
+    metric: Mapped[str] = mapped_column(MetricName, primary_key=True)
+    last_step: Mapped[int | None] = mapped_column(Integer)
+    last_value: Mapped[float | None] = mapped_column(Double)
+    last_wall_time: Mapped[float | None] = mapped_column(Double)
+    min_value: Mapped[float | None] = mapped_column(Double)
+    max_value: Mapped[float | None] = mapped_column(Double)
+    best_value: Mapped[float | None] = mapped_column(Double)
+    best_step: Mapped[int | None] = mapped_column(Integer)
+    final_value: Mapped[float | None] = mapped_column(Double)
+
+
+class Event(Base):
+    """Append-only feed; ids grow in commit order (see ``store._append_events``)."""
+
+    __tablename__ = "event"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(32))
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="CASCADE"))
+    trial_id: Mapped[str | None] = mapped_column(TrialKey)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index(None, "sweep_id", "id"),)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,90 @@
+"""Migrations are the schema: they build exactly the models' tables and indexes on both backends."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from resultsdb import make_engine, migrate
+from resultsdb.migrate import VERSION_TABLE
+from resultsdb.models import Base
+
+
+def schema_differences(url: str) -> list:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "version_table": VERSION_TABLE}
+            )
+            return compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_builds_exactly_the_models_schema(db_url):
+    migrate.upgrade(db_url)
+
+    assert schema_differences(db_url) == []
+    assert table_names(db_url) == set(Base.metadata.tables) | {VERSION_TABLE}
+
+
+def test_schema_comparison_notices_a_missing_index(db_url):
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP INDEX ix_trial_sweep_id_d_m"))
+    engine.dispose()
+
+    differences = schema_differences(db_url)
+
+    assert [(kind, index.name) for kind, index in differences] == [("add_index", "ix_trial_sweep_id_d_m")]
+
+
+def test_upgrade_downgrade_upgrade_round_trip(db_url):
+    assert migrate.current(db_url) is None
+    assert not migrate.is_at_head(db_url)
+
+    migrate.upgrade(db_url)
+    assert migrate.current(db_url) == migrate.head()
+    assert migrate.is_at_head(db_url)
+
+    migrate.downgrade(db_url, "base")
+    assert migrate.current(db_url) is None
+    assert table_names(db_url) == {VERSION_TABLE}
+
+    migrate.upgrade(db_url)
+    assert migrate.is_at_head(db_url)
+    assert schema_differences(db_url) == []
+
+
+def test_migrations_run_from_any_working_directory(sqlite_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    migrate.upgrade(sqlite_url)
+
+    assert migrate.is_at_head(sqlite_url)
+
+
+@pytest.mark.parametrize("url_env", [True, False])
+def test_migrate_uses_the_configured_url_by_default(url_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if url_env:
+        monkeypatch.setenv("ELMSCALE_DATABASE_URL", f"sqlite:///{tmp_path / 'configured.db'}")
+    else:
+        monkeypatch.delenv("ELMSCALE_DATABASE_URL", raising=False)
+
+    migrate.upgrade()
+
+    assert migrate.is_at_head()
+    assert (tmp_path / ("configured.db" if url_env else "elmscale.db")).exists()

@@ -1,0 +1,130 @@
+"""query_trials filters, sorts, pages and projects; series downsamples; summary_frame pivots."""
+
+from __future__ import annotations
+
+import pytest
+from dbtesting import SWEEP, allocation
+
+from resultsdb import NotFound, Range
+
+
+@pytest.fixture
+def scored_ids(store, trial_ids) -> list[str]:
+    """Trials 0..4 report bpc = 3.0 - 0.25 * index at step 10; trial 5 reports nothing."""
+    store.write_results([(trial_id, 10, {"bpc": 3.0 - 0.25 * index}, 1.0) for index, trial_id in enumerate(trial_ids[:5])])
+    return trial_ids
+
+
+def ids_of(page) -> list[str]:
+    return [row["id"] for row in page.rows]
+
+
+def test_filters_combine_ranges_sets_status_and_metric_thresholds(store, scored_ids):
+    store.set_trial_status(scored_ids[4], "completed")
+    store.set_trial_status(scored_ids[1], "failed", error="OOM")
+
+    assert ids_of(store.query_trials(SWEEP, where={"budget": Range(low=200_000)}, sort="id")) == sorted(
+        trial_id for index, trial_id in enumerate(scored_ids) if allocation(index)["budget"] >= 200_000
+    )
+    assert set(ids_of(store.query_trials(SWEEP, where={"d_m": {5, 20}}))) == {scored_ids[0], scored_ids[3], scored_ids[4]}
+    assert set(ids_of(store.query_trials(SWEEP, where={"status": {"completed", "failed"}}))) == {
+        scored_ids[1],
+        scored_ids[4],
+    }
+    assert set(ids_of(store.query_trials(SWEEP, where={"bpc.best": Range(high=2.5)}))) == {
+        scored_ids[2],
+        scored_ids[3],
+        scored_ids[4],
+    }
+    assert ids_of(
+        store.query_trials(SWEEP, where={"bpc.best": Range(high=2.5), "status": "pending", "rho_rec": Range(0.25, 0.35)})
+    ) == [scored_ids[3]]
+
+
+def test_sort_by_summary_metric_puts_trials_without_results_last(store, scored_ids):
+    ascending = store.query_trials(SWEEP, sort="bpc.best", fields=["id", "bpc.best"])
+    descending = store.query_trials(SWEEP, sort="-bpc.best", fields=["id", "bpc.best"])
+
+    assert ids_of(ascending) == [scored_ids[i] for i in (4, 3, 2, 1, 0, 5)]
+    assert ids_of(descending) == [scored_ids[i] for i in (0, 1, 2, 3, 4, 5)]
+    assert ascending.rows[0] == {"id": scored_ids[4], "bpc.best": 2.0}
+    assert ascending.rows[-1] == {"id": scored_ids[5], "bpc.best": None}
+
+
+@pytest.mark.parametrize("sort", ["id", "-params_total", "bpc.best", "-bpc.best", "budget", "-started_at"])
+def test_cursor_pages_visit_every_trial_once_in_sort_order(store, scored_ids, sort):
+    store.set_trial_status(scored_ids[2], "running")
+    everything = ids_of(store.query_trials(SWEEP, sort=sort, limit=None))
+
+    paged, cursor = [], None
+    while True:
+        page = store.query_trials(SWEEP, sort=sort, limit=4 if sort == "id" else 1, cursor=cursor)
+        paged += ids_of(page)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+
+    assert paged == everything
+    assert sorted(paged) == sorted(scored_ids)
+
+
+def test_fields_choose_the_columns_returned(store, scored_ids):
+    page = store.query_trials(SWEEP, fields=["params_total", "config", "bpc.last", "created_at"], limit=1)
+
+    (row,) = page.rows
+    assert list(row) == ["params_total", "config", "bpc.last", "created_at"]
+    assert row["config"] in [allocation(index)["config"] for index in range(6)]
+    assert row["created_at"].tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"fields": ["id", "bogus"]}, "field 'bogus'"),
+        ({"where": {"bpc.median": Range(high=1)}}, "field 'bpc.median'"),
+        ({"sort": "config"}, "sort 'config'"),
+        ({"cursor": "not-a-cursor"}, "cursor 'not-a-cursor'"),
+        ({"limit": 0}, "limit 0"),
+    ],
+)
+def test_bad_query_arguments_name_the_offending_value(store, scored_ids, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        store.query_trials(SWEEP, **arguments)
+
+
+def test_a_cursor_cannot_be_reused_with_another_sort(store, scored_ids):
+    cursor = store.query_trials(SWEEP, sort="budget", limit=2).next_cursor
+
+    with pytest.raises(ValueError, match="issued for sort 'budget'"):
+        store.query_trials(SWEEP, sort="-budget", cursor=cursor)
+
+
+def test_querying_an_unknown_sweep_raises_not_found(store):
+    with pytest.raises(NotFound, match="sweep 'nope'"):
+        store.query_trials("nope")
+
+
+def test_series_is_downsampled_to_at_most_k_points_keeping_the_last(store, trial_ids):
+    store.write_results([(trial_ids[0], step, {"loss": float(step)}, float(step)) for step in range(1, 1001)])
+
+    thinned = store.series(trial_ids[0], "loss", max_points=30)
+    whole = store.series(trial_ids[0], "loss", max_points=5000)
+
+    assert 25 <= len(thinned) <= 30
+    assert thinned[-1].step == 1000
+    assert [point.step for point in thinned] == sorted({point.step for point in thinned})
+    assert [point.step for point in whole] == list(range(1, 1001))
+    assert store.series(trial_ids[0], "nothing") == []
+
+
+def test_summary_frame_has_one_row_per_trial_with_metric_columns(store, scored_ids):
+    store.write_results([(scored_ids[0], 20, {"accuracy": 0.5}, 2.0)])
+    store.set_trial_status(scored_ids[0], "completed", final={"bpc": 2.9})
+
+    frame = store.summary_frame(SWEEP)
+
+    assert sorted(frame["id"]) == sorted(scored_ids)
+    assert {"budget", "n_hidden", "params_total", "bpc.best", "bpc.final", "accuracy.last"} <= set(frame.columns)
+    row = frame.set_index("id").loc[scored_ids[0]]
+    assert (row["bpc.best"], row["bpc.final"], row["accuracy.best"], row["status"]) == (3.0, 2.9, 0.5, "completed")
+    assert frame.set_index("id")["bpc.best"].isna().sum() == 1
