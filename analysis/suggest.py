@@ -54,13 +54,14 @@ def suggest_next_sweep(
     next_budget = float(budget if budget is not None else trials["budget"].max() * budget_factor)
     centre = predicted_optimum(trials, metric, mode, next_budget)
     base_allocation = base_spec.get("allocation", {})
-    return {
-        "name": name or f"{base_spec['name']}-next-{next_budget:.3g}",
-        "task": base_spec["task"],
+    spec = copy.deepcopy(base_spec)  # task options, training, resources, scheduler carry over
+    spec.update({
+        "name": name or f"{base_spec['name']}-next-{int(next_budget)}",
         "metric": {"name": metric, "mode": mode},
         "budgets": [next_budget],
-        "allocation": {"axis": "d_m", "values": centred_grid(centre, n_values, spread),
-                       "fixed": copy.deepcopy(base_allocation.get("fixed", {}))},
+        "allocation": {"vary": {"d_m": centred_grid(centre, n_values, spread)},
+                       "fixed": copy.deepcopy(base_allocation.get("fixed", {})), "skip_infeasible": True},
         "seeds": list(seeds if seeds is not None else base_spec.get("seeds", [0])),
-        "training": copy.deepcopy(base_spec.get("training", {})),
-    }
+    })
+    spec.pop("description", None)
+    return spec

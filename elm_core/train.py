@@ -51,7 +51,8 @@ class TrainConfig:
     max_grad_norm: float = 1e4  # a pre-clip gradient norm above this ends the trial as diverged
     device: str = "auto"
     bf16: bool = False
-    seed: int = 0
+    seed: int = 0  # model init, wiring, dropout, batch order
+    data_seed: int = 0  # the split and the fixed valid/test examples: shared by all seeds of a sweep
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -121,7 +122,7 @@ class Trainer:
         self.device = pick_device(cfg.device)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         torch.manual_seed(cfg.seed)
-        self.task: Task = load_task(cfg.task, cfg.task_options, seed=cfg.seed)
+        self.task: Task = load_task(cfg.task, cfg.task_options, seed=cfg.data_seed)
         model_fields = {"seed": cfg.seed, **cfg.model, "n_input": self.task.n_input, "n_output": self.task.n_output}
         self.model_cfg = ELMConfig.from_dict(model_fields)
         self.model = ELMNetwork(self.model_cfg).to(self.device)
@@ -228,9 +229,7 @@ class Trainer:
         if report:  # re-deliver what was reported before the checkpoint: the sink may have lost it in a crash
             for step, metrics in self.history:
                 report(step, metrics)
-        batches = self.task.train_batches(cfg.batch_size, cfg.seq_len, cfg.seed)
-        for _ in range(self.step):  # the data stream is deterministic: fast-forward to where we stopped
-            next(batches)
+        batches = self.task.train_batches(cfg.batch_size, cfg.seq_len, cfg.seed, start_step=self.step)
         window: list[dict] = []
         while self.step < cfg.steps:
             window.append(self.train_step(next(batches)))

@@ -298,6 +298,172 @@ def export(
     console.print(f"wrote {len(frame)} trials to {target}")
 
 
+# --- analysis ------------------------------------------------------------------------------------------------------
+
+
+def _trial_table(db: str | None, name: str, metric: str | None):
+    from resultsdb.frames import metric_frame
+
+    store = open_store(db)
+    if store.get_sweep(name) is None:
+        raise UserError(f"no sweep named {name!r} in the database (see `orchestrator list`)")
+    return store, *metric_frame(store, name, metric)
+
+
+@app.command()
+def fit(
+    name: str,
+    db: DbOption = None,
+    metric: Annotated[Optional[str], typer.Option()] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the fits as JSON here.")] = None,
+) -> None:
+    """Fit the frontier law metric(P) = E + A·P^-alpha and the allocation laws N*(P), k_e*(P), with 95% intervals."""
+    import json
+
+    from analysis import FitError, fit_allocation_laws, fit_frontier_law
+    from resultsdb.frames import METRIC_COLUMN
+
+    with user_errors():
+        _, frame, metric, mode = _trial_table(db, name, metric)
+        try:
+            law = fit_frontier_law(frame, METRIC_COLUMN, mode, n_bootstrap=bootstrap)
+        except FitError as error:
+            raise UserError(f"{name}: cannot fit the frontier law: {error}") from None
+        try:
+            allocation = fit_allocation_laws(frame, METRIC_COLUMN, mode, n_bootstrap=bootstrap)
+        except FitError as error:
+            allocation, why = {}, str(error)
+    table = Table(title=f"{name}: {metric}(P) = E {'+' if mode == 'min' else '-'} A·P^-alpha on the frontier "
+                        f"(R² {law.r_squared:.4f}, {law.n_trials} trials)")
+    for column in ("parameter", "value", "95% interval"):
+        table.add_column(column, justify="right")
+    for label, estimate in (("E", law.E), ("A", law.A), ("alpha", law.alpha)):
+        table.add_row(label, f"{estimate.value:.6g}", f"[{estimate.ci_low:.6g}, {estimate.ci_high:.6g}]")
+    for column, fitted in allocation.items():
+        table.add_row(f"{column}* exponent", f"{fitted.exponent.value:.4g}",
+                      f"[{fitted.exponent.ci_low:.4g}, {fitted.exponent.ci_high:.4g}]")
+    console.print(table)
+    if not allocation:
+        console.print(f"allocation laws not fitted: {why}")
+    if out:
+        payload = {"frontier_law": law.to_dict(), "allocation_laws": {k: v.to_dict() for k, v in allocation.items()}}
+        out.write_text(json.dumps(payload, indent=2))
+        console.print(f"wrote {out}")
+
+
+@app.command()
+def suggest(
+    name: str,
+    budget: Annotated[Optional[float], typer.Option(help="Budget of the next sweep (default: 3x the largest).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Spec file to write (default: NAME-next.yaml).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Write the next sweep spec: a larger budget, d_m grid centred on the predicted optimum."""
+    import yaml
+
+    from analysis import FitError, suggest_next_sweep
+    from resultsdb.frames import METRIC_COLUMN
+
+    with user_errors():
+        store, frame, metric, mode = _trial_table(db, name, None)
+        base, _ = spec_of(store, name)
+        try:
+            next_spec = suggest_next_sweep(frame, base.model_dump(mode="json", exclude_defaults=True), METRIC_COLUMN,
+                                           mode, budget=budget)
+        except FitError as error:
+            raise UserError(f"{name}: cannot suggest a next sweep: {error}") from None
+        next_spec["metric"] = {"name": metric, "mode": mode}
+        text = yaml.safe_dump(next_spec, sort_keys=False)
+        parse_spec(text, "suggested spec")
+        target = out or Path(f"{name}-next.yaml")
+        target.write_text(text)
+    console.print(f"wrote {target}: budget {next_spec['budgets'][0]:.3g}, d_m {next_spec['allocation']['vary']['d_m']}")
+
+
+@app.command()
+def plot(
+    name: str,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the PNG and SVG files.")] = Path("plots"),
+    db: DbOption = None,
+    metric: Annotated[Optional[str], typer.Option()] = None,
+) -> None:
+    """Frontier with its fitted law, metric vs d_m per budget, and the optimum's trajectory (PNG and SVG)."""
+    from analysis import FitError, fit_frontier_law
+    from analysis.plots import plot_frontier, plot_metric_vs_allocation, plot_optimum_trajectory
+    from resultsdb.frames import METRIC_COLUMN
+
+    with user_errors():
+        _, frame, metric, mode = _trial_table(db, name, metric)
+        frame = frame.rename(columns={METRIC_COLUMN: metric})
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            law = fit_frontier_law(frame, metric, mode, n_bootstrap=200)
+        except FitError:
+            law = None
+        try:
+            written = [
+                *plot_frontier(frame, metric, mode, out / f"{name}_frontier", fit=law),
+                *plot_metric_vs_allocation(frame, metric, mode, out / f"{name}_tradeoff"),
+                *plot_optimum_trajectory(frame, metric, mode, out / f"{name}_optimum"),
+            ]
+        except FitError as error:
+            raise UserError(f"{name}: cannot plot: {error}") from None
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+# --- service -------------------------------------------------------------------------------------------------------
+
+token_app = typer.Typer(help="Bearer tokens for the API's write endpoints.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(name: str, db: DbOption = None) -> None:
+    """Create a token (printed once; only its hash is stored)."""
+    with user_errors():
+        token = open_store(db).create_token(name)
+    console.print(token, highlight=False)
+
+
+@token_app.command("revoke")
+def token_revoke(name: str, db: DbOption = None) -> None:
+    """Revoke a token by name."""
+    with user_errors():
+        if not open_store(db).revoke_token(name):
+            raise UserError(f"no active token named {name!r}")
+    console.print(f"revoked {name}")
+
+
+@token_app.command("list")
+def token_list(db: DbOption = None) -> None:
+    """Tokens by name, with creation and revocation times."""
+    with user_errors():
+        tokens = open_store(db).list_tokens()
+    for token in tokens:
+        console.print(f"{token.name}  created {token.created_at:%Y-%m-%d %H:%M}"
+                      + (f"  revoked {token.revoked_at:%Y-%m-%d %H:%M}" if token.revoked_at else ""))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    db: DbOption = None,
+) -> None:
+    """Start the API and dashboard (FastAPI under uvicorn); OpenAPI docs at /docs."""
+    import os
+
+    import uvicorn
+
+    with user_errors():
+        open_store(db).close()
+    if db:
+        os.environ["ELMSCALE_DATABASE_URL"] = db
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+
+
 # --- database ----------------------------------------------------------------------------------------------------
 
 

@@ -71,7 +71,7 @@ def deliver(store: ResultsStore, records: list[dict]) -> None:
             batch = []
         store.set_trial_status(
             record["trial_id"], record["status"], error=record.get("error"), node=record.get("node"),
-            device=record.get("device"), final=record.get("final"),
+            device=record.get("device"), final=record.get("final"), at=record["time"],
         )
     if batch:
         store.write_results(batch)
@@ -83,7 +83,8 @@ def result_record(trial_id: str, step: int, metrics: dict) -> dict:
 
 
 def status_record(trial_id: str, status: str, **details) -> dict:
-    return {"kind": "status", "trial_id": trial_id, "status": status, **{k: v for k, v in details.items() if v is not None}}
+    details = {k: v for k, v in details.items() if v is not None}
+    return {"kind": "status", "trial_id": trial_id, "status": status, "time": time.time(), **details}
 
 
 class ResultSink:

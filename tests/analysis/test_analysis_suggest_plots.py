@@ -2,15 +2,17 @@
 
 import numpy as np
 import pytest
+import yaml
 
 from analysis import FitError, fit_allocation_laws, fit_frontier_law, suggest_next_sweep
 from analysis.plots import plot_frontier, plot_metric_vs_allocation, plot_optimum_trajectory
 from analysis.suggest import centred_grid
 from analysis.synthetic import D_M_LAW_TRUTH, frontier_truth, synthetic_sweep
+from orchestrator.spec import parse_spec
 
 BASE_SPEC = {"name": "enwik8_pareto", "task": "enwik8", "seeds": [0, 1, 2],
-             "allocation": {"axis": "d_m", "values": [5, 10], "fixed": {"d_tree": 50, "d_branch": 15}},
-             "training": {"steps": 300_000, "optimizer": {"name": "adam", "lr": 5e-4}}}
+             "allocation": {"vary": {"d_m": [5, 10]}, "fixed": {"d_tree": 50, "d_branch": 15}},
+             "training": {"steps": 300_000, "optimizer": "adam", "lr": 5e-4}}
 
 
 @pytest.fixture(scope="module")
@@ -21,16 +23,17 @@ def trials():
 def test_suggest_centres_the_d_m_grid_on_the_predicted_optimum_at_a_larger_budget(trials):
     spec = suggest_next_sweep(trials, BASE_SPEC, "metric", "min")
     assert set(spec) == {"name", "task", "metric", "budgets", "allocation", "seeds", "training"}
+    parse_spec(yaml.safe_dump(spec))  # the orchestrator accepts what suggest writes
     assert spec["budgets"] == [pytest.approx(3e7)]
     assert spec["metric"] == {"name": "metric", "mode": "min"}
     assert spec["task"] == "enwik8" and spec["seeds"] == [0, 1, 2]
     assert spec["training"] == BASE_SPEC["training"] and spec["training"] is not BASE_SPEC["training"]
-    values = spec["allocation"]["values"]
+    values = spec["allocation"]["vary"]["d_m"]
     true_optimum = D_M_LAW_TRUTH["coefficient"] * 3e7 ** D_M_LAW_TRUTH["exponent"]
-    assert spec["allocation"]["axis"] == "d_m" and spec["allocation"]["fixed"] == {"d_tree": 50, "d_branch": 15}
+    assert spec["allocation"]["fixed"] == {"d_tree": 50, "d_branch": 15}
     assert values == sorted(values) and len(values) == 7
     assert values[2] < true_optimum < values[4]
-    assert spec["name"] == "enwik8_pareto-next-3e+07"
+    assert spec["name"] == "enwik8_pareto-next-30000000"
 
 
 def test_suggest_with_two_budgets_centres_on_the_largest_budgets_best(trials):
@@ -38,7 +41,7 @@ def test_suggest_with_two_budgets_centres_on_the_largest_budgets_best(trials):
     spec = suggest_next_sweep(two, BASE_SPEC, "metric", "min", budget=1e6, name="next")
     best = two[two["budget"] == two["budget"].max()].groupby("d_m")["metric"].mean().idxmin()
     assert spec["name"] == "next" and spec["budgets"] == [1e6]
-    assert min(spec["allocation"]["values"]) <= best <= max(spec["allocation"]["values"])
+    assert min(spec["allocation"]["vary"]["d_m"]) <= best <= max(spec["allocation"]["vary"]["d_m"])
 
 
 def test_suggest_rejects_a_base_spec_without_task(trials):

@@ -1,0 +1,196 @@
+"""Sweeps on a real Ray runtime into a real database: end to end, crash and resume, outage, retries, two nodes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from resultsdb import ResultsStore, migrate
+
+from sweeps import cli_env, expected_steps, run_cli, start_cli, tiny_spec, write_spec
+from tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.slow
+
+
+def check_every_step_once(store: ResultsStore, sweep: str, training: dict) -> None:
+    frame = store.summary_frame(sweep)
+    steps = expected_steps(training)
+    for trial_id in frame["id"]:
+        series = store.series(trial_id, "train_loss", max_points=10_000)
+        assert [p.step for p in series] == steps, trial_id
+        row = frame.set_index("id").loc[trial_id]
+        assert row["train_loss.last"] == pytest.approx(series[-1].value)
+        assert row["train_loss.min"] == pytest.approx(min(p.value for p in series))
+        assert row["test_bpc.final"] > 0
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    # Ray's own daemons were started by the killed driver; a machine reboot would take them too.
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_submit_runs_every_trial_and_stores_every_step_once(tmp_path, backend, request):
+    db_url = request.getfixturevalue(f"{backend}_url")
+    spec = tiny_spec("e2e")
+    result = run_cli(["submit", str(write_spec(tmp_path, spec))], cli_env(db_url, tmp_path / "state"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "e2e: 4 completed" in result.stdout
+    assert "best allocation per budget" in result.stdout
+    with ResultsStore(db_url) as store:
+        assert store.get_sweep("e2e").status == "completed"
+        frame = store.summary_frame("e2e")
+        assert len(frame) == 4 and set(frame["status"]) == {"completed"}
+        assert (frame["attempts"] == 1).all()
+        assert frame["node"].notna().all() and (frame["device"] == "cpu").all()
+        check_every_step_once(store, "e2e", spec["training"])
+    again = run_cli(["submit", str(write_spec(tmp_path, spec))], cli_env(db_url, tmp_path / "state"))
+    assert again.returncode == 0 and "e2e: 4 completed" in again.stdout  # same spec: nothing left to run
+    changed = write_spec(tmp_path, {**spec, "seeds": [0, 1]})
+    refused = run_cli(["submit", str(changed)], cli_env(db_url, tmp_path / "state"))
+    assert refused.returncode == 2 and "already exists with a different spec" in refused.stderr
+
+
+def test_resume_after_kill_loses_no_results(tmp_path, postgres_url):
+    spec = tiny_spec("crash", training={**tiny_spec()["training"], "steps": 60}, max_concurrent=1)
+    env = cli_env(postgres_url, tmp_path / "state")
+    migrate.upgrade(postgres_url)
+    driver = start_cli(["submit", str(write_spec(tmp_path, spec))], env)
+    store = ResultsStore(postgres_url)
+    try:
+        def one_done_one_running() -> bool:
+            if store.get_sweep("crash") is None:
+                return False
+            counts = store.get_sweep("crash").trial_counts
+            return counts.get("completed", 0) >= 1 and counts.get("running", 0) >= 1
+        wait_for(one_done_one_running, 240, "a completed and a running trial")
+        done_before = set(store.summary_frame("crash").query("status == 'completed'")["id"])
+    finally:
+        kill_group(driver)
+    resumed = run_cli(["resume", "crash"], env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    frame = store.summary_frame("crash").set_index("id")
+    assert set(frame["status"]) == {"completed"}
+    assert (frame.loc[sorted(done_before), "attempts"] == 1).all()  # finished trials were not rerun
+    check_every_step_once(store, "crash", spec["training"])
+    store.close()
+
+
+def test_database_outage_during_a_sweep_loses_nothing(tmp_path, postgres_url):
+    url = make_url(postgres_url)
+    proxy = TcpProxy((url.host, url.port or 5432)).start()
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    spec = tiny_spec("outage", training={**tiny_spec()["training"], "steps": 60}, max_concurrent=1)
+    migrate.upgrade(postgres_url)
+    driver = start_cli(["submit", str(write_spec(tmp_path, spec))], cli_env(proxied, tmp_path / "state"))
+    store = ResultsStore(postgres_url)
+    try:
+        wait_for(lambda: store.get_sweep("outage") is not None and store.get_sweep("outage").trial_counts.get("running"),
+                 240, "a running trial")
+        proxy.stop()  # the database disappears for the driver
+        time.sleep(15)
+        proxy.start()
+        output, _ = driver.communicate(timeout=400)
+        assert driver.returncode == 0, output
+    finally:
+        if driver.poll() is None:
+            kill_group(driver)
+        proxy.stop()
+    frame = store.summary_frame("outage")
+    assert set(frame["status"]) == {"completed"}
+    check_every_step_once(store, "outage", spec["training"])
+    store.close()
+
+
+def test_failed_trials_keep_their_error_and_the_sweep_completes(tmp_path, postgres_url):
+    spec = tiny_spec("doomed", budgets=[3000], training={**tiny_spec()["training"], "max_grad_norm": 1e-9})
+    result = run_cli(["submit", str(write_spec(tmp_path, spec))], cli_env(postgres_url, tmp_path / "state"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    with ResultsStore(postgres_url) as store:
+        frame = store.summary_frame("doomed")
+        assert set(frame["status"]) == {"failed"}
+        assert frame["error"].str.contains("TrainingDiverged: gradient norm").all()
+        assert (frame["attempts"] == 2).all()  # max_failures=1: one retry
+        assert store.get_sweep("doomed").status == "completed"
+    status = run_cli(["status", "doomed"], cli_env(postgres_url, tmp_path / "state"))
+    assert "failed" in status.stdout and "gradient norm" in status.stdout
+
+
+def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, postgres_url):
+    spec = tiny_spec("retry", budgets=[3000], allocation={**tiny_spec()["allocation"], "vary": {"d_m": [2]}},
+                     training={**tiny_spec()["training"], "steps": 200, "checkpoint_every": 20})
+    env = cli_env(postgres_url, tmp_path / "state")
+    migrate.upgrade(postgres_url)
+    driver = start_cli(["submit", str(write_spec(tmp_path, spec))], env)
+    store = ResultsStore(postgres_url)
+    try:
+        def reported_past_40() -> bool:
+            sweep = store.get_sweep("retry")
+            if sweep is None or not len(frame := store.summary_frame("retry")):
+                return False
+            return (frame.get("train_loss.last_step", 0) >= 40).any()
+        wait_for(reported_past_40, 240, "a trial past step 40")
+        killed = subprocess.run(["pkill", "-9", "-f", "ray::ImplicitFunc"], capture_output=True)
+        assert killed.returncode == 0, "no trial worker process found"
+        output, _ = driver.communicate(timeout=400)
+        assert driver.returncode == 0, output
+    finally:
+        if driver.poll() is None:
+            kill_group(driver)
+    frame = store.summary_frame("retry")
+    assert list(frame["status"]) == ["completed"] and list(frame["attempts"]) == [2]
+    check_every_step_once(store, "retry", spec["training"])
+    store.close()
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    """A Ray head and a second Ray node as separate processes on 127.0.0.1, one CPU each."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    try:
+        subprocess.run([*ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                       env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([*ray, "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True,
+                       capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        subprocess.run([*ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_trials_run_on_both_nodes_of_an_existing_cluster(tmp_path, postgres_url, two_node_cluster):
+    address, ray_env = two_node_cluster
+    spec = tiny_spec("cluster", training={**tiny_spec()["training"], "steps": 40})
+    env = {**cli_env(postgres_url, tmp_path / "state"), **{k: ray_env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}}
+    result = run_cli(["submit", str(write_spec(tmp_path, spec)), "--address", address], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with ResultsStore(postgres_url) as store:
+        frame = store.summary_frame("cluster")
+        assert set(frame["status"]) == {"completed"}
+        assert frame["node"].nunique() == 2
+        check_every_step_once(store, "cluster", spec["training"])
