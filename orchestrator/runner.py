@@ -164,22 +164,26 @@ class SinkCallback(tune.Callback):
 
     def __init__(self, sweep: str) -> None:
         self.sweep = sweep
-        self.started: set[str] = set()
+        self.placed: set[str] = set()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
+        self.placed.discard(trial_id)
+        driver.sink.put(status_record(trial_id, "running"))
+        driver.progress.set_status(trial_id, "running")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
         keys = [k for k in str(result.get(METRIC_KEYS_FIELD, "")).split(",") if k]
         metrics = {k: result[k] for k in keys if k in result}
-        if trial_id not in self.started:
-            self.started.add(trial_id)
+        if trial_id not in self.placed:  # the first report of an attempt says where it runs
+            self.placed.add(trial_id)
             driver.sink.put(status_record(trial_id, "running", node=result.get("node"), device=result.get("device")))
-            driver.progress.set_status(trial_id, "running")
         driver.sink.put(result_record(trial_id, result["step"], metrics))
         driver.progress.observe(trial_id, metrics)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
-        self.started.discard(trial_id)
         driver.sink.put(status_record(trial_id, "pending"))
         driver.progress.set_status(trial_id, "pending")
 
@@ -304,7 +308,8 @@ def _fit(spec: SweepSpec, group: list[TrialPlan], trainable, root: Path) -> None
         scheduler = ASHAScheduler(
             time_attr="step", metric=spec.valid_metric, mode=spec.metric.mode,
             grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor,
-            max_t=max(int(t.train_config.get("steps", 1000)) for t in group),
+            # Past the last step: at max_t ASHA stops a trial, which would cut off its final test report.
+            max_t=max(int(t.train_config.get("steps", 1000)) for t in group) + 1,
         )
     tuner = tune.Tuner(
         trainable,

@@ -370,6 +370,7 @@ class ResultsStore:
 
         `at` is when the change happened (datetime or epoch seconds; default now). A change older
         than the trial's current status is ignored, so replaying a log of changes is harmless.
+        Repeating the current status only records node/device when given.
         """
         _choice("trial status", status, TrialStatus)
         if at is None:
@@ -390,6 +391,11 @@ class ResultsStore:
             if final:
                 writes.set_final_values(connection, trial_id, final)
             stale = current.status_at is not None and changed_at < utc(current.status_at)
+            if current.status == status and not stale:
+                # Where a trial runs is known only after it started: record it without a status change.
+                placement = {k: v for k, v in (("node", node), ("device", device)) if v is not None}
+                if placement:
+                    connection.execute(update(Trial).where(Trial.id == trial_id).values(**placement))
             if current.status == status or stale:
                 return False
             values: dict[str, Any] = {"status": status, "status_at": changed_at}

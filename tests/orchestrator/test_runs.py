@@ -44,10 +44,9 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 def kill_group(process: subprocess.Popen) -> None:
+    """kill -9 the driver and everything it started (its local Ray daemons and workers share its process group)."""
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    # Ray's own daemons were started by the killed driver; a machine reboot would take them too.
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=120)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -147,9 +146,9 @@ def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, postgres_url):
     try:
         def reported_past_40() -> bool:
             sweep = store.get_sweep("retry")
-            if sweep is None or not len(frame := store.summary_frame("retry")):
+            if sweep is None or "train_loss.last_step" not in (frame := store.summary_frame("retry")):
                 return False
-            return (frame.get("train_loss.last_step", 0) >= 40).any()
+            return (frame["train_loss.last_step"] >= 40).any()
         wait_for(reported_past_40, 240, "a trial past step 40")
         killed = subprocess.run(["pkill", "-9", "-f", "ray::ImplicitFunc"], capture_output=True)
         assert killed.returncode == 0, "no trial worker process found"
@@ -164,23 +163,40 @@ def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, postgres_url):
     store.close()
 
 
+def alive_nodes(address: str, env: dict) -> int:
+    probe = ("import ray; ray.init(address='%s', log_to_driver=False); "
+             "print(sum(n['Alive'] for n in ray.nodes()))" % address)
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else 0
+
+
 @pytest.fixture
-def two_node_cluster(tmp_path):
-    """A Ray head and a second Ray node as separate processes on 127.0.0.1, one CPU each."""
+def two_node_cluster():
+    """A Ray head and a second Ray node as separate processes on 127.0.0.1, one CPU each.
+
+    `ray start --block` keeps each node's daemons in its own process group, so teardown stops exactly this
+    cluster (unlike `ray stop`, which stops every Ray on the machine).
+    """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    ray = [sys.executable, "-m", "ray.scripts.scripts"]
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    ray = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--node-ip-address=127.0.0.1",
+           "--num-cpus=1", "--disable-usage-stats"]
+    nodes = []
     try:
-        subprocess.run([*ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                       env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([*ray, "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True,
-                       capture_output=True, timeout=120)
-        yield f"127.0.0.1:{port}", env
+        nodes.append(subprocess.Popen([*ray, "--head", f"--port={port}", "--include-dashboard=false"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        wait_for(lambda: alive_nodes(address, env) == 1, 120, "the Ray head")
+        nodes.append(subprocess.Popen([*ray, f"--address={address}"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        wait_for(lambda: alive_nodes(address, env) == 2, 120, "the second Ray node")
+        yield address, env
     finally:
-        subprocess.run([*ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for node in reversed(nodes):
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait(timeout=30)
 
 
 def test_trials_run_on_both_nodes_of_an_existing_cluster(tmp_path, postgres_url, two_node_cluster):
@@ -194,3 +210,44 @@ def test_trials_run_on_both_nodes_of_an_existing_cluster(tmp_path, postgres_url,
         assert set(frame["status"]) == {"completed"}
         assert frame["node"].nunique() == 2
         check_every_step_once(store, "cluster", spec["training"])
+
+
+def test_asha_runs_each_budget_as_its_own_bracket(tmp_path, postgres_url):
+    spec = tiny_spec("asha", allocation={**tiny_spec()["allocation"], "vary": {"d_m": [1, 2, 4]}}, max_concurrent=1,
+                     scheduler={"type": "asha", "grace_period": 5, "reduction_factor": 3})
+    result = run_cli(["submit", str(write_spec(tmp_path, spec))], cli_env(postgres_url, tmp_path / "state"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    with ResultsStore(postgres_url) as store:
+        frame = store.summary_frame("asha")
+        assert set(frame["status"]) <= {"completed", "stopped_early"}
+        for budget, group in frame.groupby("budget"):
+            assert (group["status"] == "completed").any(), budget  # each bracket's first trial runs to the end
+        stopped = frame[frame["status"] == "stopped_early"]
+        assert (stopped["train_loss.last_step"] < spec["training"]["steps"]).all()
+        assert stopped["test_bpc.final"].isna().all()
+
+
+def test_cancel_stops_a_running_sweep_and_resume_finishes_it(tmp_path, postgres_url):
+    spec = tiny_spec("cancelled", training={**tiny_spec()["training"], "steps": 200, "checkpoint_every": 20},
+                     max_concurrent=1)
+    env = cli_env(postgres_url, tmp_path / "state")
+    migrate.upgrade(postgres_url)
+    driver = start_cli(["submit", str(write_spec(tmp_path, spec))], env)
+    store = ResultsStore(postgres_url)
+    try:
+        wait_for(lambda: store.get_sweep("cancelled") is not None
+                 and store.get_sweep("cancelled").trial_counts.get("running"), 240, "a running trial")
+        assert run_cli(["cancel", "cancelled"], env).returncode == 0
+        output, _ = driver.communicate(timeout=240)
+        assert driver.returncode == 0, output
+    finally:
+        if driver.poll() is None:
+            kill_group(driver)
+    sweep = store.get_sweep("cancelled")
+    assert sweep.status == "stopped"
+    assert sweep.trial_counts.get("completed", 0) < 4 and not sweep.trial_counts.get("stopped_early")
+    resumed = run_cli(["resume", "cancelled"], env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert store.get_sweep("cancelled").status == "completed"
+    check_every_step_once(store, "cancelled", spec["training"])
+    store.close()

@@ -146,3 +146,11 @@ def test_replaying_a_log_of_status_changes_is_harmless(store, trial_ids):
     (row,) = store.query_trials(SWEEP, where={"id": trial}, fields=["status", "attempts", "started_at", "ended_at"]).rows
     assert (row["status"], row["attempts"]) == ("completed", 1)
     assert (row["ended_at"] - row["started_at"]).total_seconds() == 600
+
+
+def test_repeating_running_records_where_the_trial_runs_without_a_new_attempt(store, trial_ids):
+    first = trial_ids[0]
+    assert store.set_trial_status(first, "running")
+    assert not store.set_trial_status(first, "running", node="host:abc", device="cuda:0")
+    row = store.query_trials(SWEEP, fields=["id", "attempts", "node", "device"], where={"id": first}).rows[0]
+    assert (row["attempts"], row["node"], row["device"]) == (1, "host:abc", "cuda:0")
