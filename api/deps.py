@@ -1,0 +1,59 @@
+"""Dependencies injected into the routes: the store, the settings, cached frames, and token checks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.frames import SweepFrames
+from api.settings import ApiSettings
+from resultsdb import ResultsStore
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `orchestrator token create NAME`, sent as `Authorization: Bearer <token>`.",
+)
+
+
+def get_store(request: Request) -> ResultsStore:
+    return request.app.state.store
+
+
+def get_settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+def get_frames(request: Request) -> SweepFrames:
+    return request.app.state.frames
+
+
+Store = Annotated[ResultsStore, Depends(get_store)]
+Frames = Annotated[SweepFrames, Depends(get_frames)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _token_name(store: ResultsStore, credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None:
+        detail = "missing bearer token (send Authorization: Bearer <token>)"
+    elif (name := store.verify_token(credentials.credentials)) is not None:
+        return name
+    else:
+        detail = "bearer token is unknown or revoked"
+    raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_writer(store: Store, credentials: Credentials) -> str:
+    """The name of a valid token; 401 otherwise."""
+    return _token_name(store, credentials)
+
+
+def require_reader(
+    store: Store, credentials: Credentials, settings: Annotated[ApiSettings, Depends(get_settings)]
+) -> str | None:
+    """Reads are open unless the settings make them token-only."""
+    return _token_name(store, credentials) if settings.read_token_required else None
+
+
+Writer = Annotated[str, Depends(require_writer)]

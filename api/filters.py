@@ -1,0 +1,109 @@
+"""Query-string filters of the trials endpoint: `?d_m=2,4,8&budget=1e5..1e6&status=completed&bpc.best=..1.5`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import HTTPException
+
+from resultsdb import Range, TrialStatus
+from resultsdb.models import ALLOCATION_COLUMNS
+from resultsdb.queries import SUMMARY_STATS
+
+FLOAT_COLUMNS = frozenset({"rho_rec"})
+SWEEP_METRIC_ALIAS = "metric"
+FILTER_SYNTAX = f"""
+**Filters**: one query parameter per field; each value is one of
+
+* `a..b` an inclusive range; either side may be left open: `budget=1e5..1e6`, `metric.best=..1.5`, `k_e=100..`
+* `a,b,c` a set of values: `d_m=2,4,8`, `status=completed,failed`
+* `a` a single value: `seed=0`
+
+Fields: the allocation columns ({", ".join(ALLOCATION_COLUMNS)}), `status`
+({", ".join(TrialStatus)}), and summary statistics `<metric>.<stat>` with stat one of
+{", ".join(SUMMARY_STATS)}, e.g. `bpc.best`; `metric.<stat>` stands for the sweep's own metric.
+Numbers may be written as `1e5`. Filters combine with AND. A parameter the endpoint does not know is refused (422).
+"""
+
+
+def resolve_field(field: str, sweep_metric: str) -> str:
+    """`metric.<stat>` names the sweep's metric; other fields are returned as they are."""
+    prefix = SWEEP_METRIC_ALIAS + "."
+    return sweep_metric + field[len(prefix) - 1 :] if field.startswith(prefix) else field
+
+
+def is_filter_field(field: str) -> bool:
+    metric, _, stat = field.rpartition(".")
+    return field in ALLOCATION_COLUMNS or field == "status" or (bool(metric) and stat in SUMMARY_STATS)
+
+
+def _number(field: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise HTTPException(422, f"filter {field}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise HTTPException(422, f"filter {field}: {text!r} is not a finite number")
+    return value
+
+
+def _value(field: str, text: str) -> Any:
+    if field == "status":
+        if text not in set(TrialStatus):
+            raise HTTPException(422, f"filter status: {text!r} is not one of {', '.join(TrialStatus)}")
+        return text
+    value = _number(field, text)
+    if field in ALLOCATION_COLUMNS and field not in FLOAT_COLUMNS:
+        if not value.is_integer():
+            raise HTTPException(422, f"filter {field}: {text!r} is not an integer")
+        return int(value)
+    return value
+
+
+def parse_condition(field: str, text: str) -> Range | set[Any] | Any:
+    """One filter value in the syntax of FILTER_SYNTAX."""
+    text = text.strip()
+    if ".." in text:
+        if field == "status":
+            raise HTTPException(422, "filter status: ranges apply to numeric fields only")
+        low, _, high = (part.strip() for part in text.partition(".."))
+        if not low and not high:
+            raise HTTPException(422, f"filter {field}: range {text!r} has no bound")
+        return Range(_number(field, low) if low else None, _number(field, high) if high else None)
+    if "," in text:
+        return {_value(field, part.strip()) for part in text.split(",")}
+    return _value(field, text)
+
+
+def parse_filters(params: Iterable[tuple[str, str]], reserved: set[str], sweep_metric: str) -> dict[str, Any]:
+    """The `where` mapping for ResultsStore.query_trials from the query parameters not in `reserved`."""
+    where: dict[str, Any] = {}
+    for field, text in params:
+        if field in reserved:
+            continue
+        if not is_filter_field(field):
+            raise HTTPException(
+                422, f"unknown query parameter {field!r}: not a filter field (allocation column, status, <metric>.<stat>)"
+            )
+        resolved = resolve_field(field, sweep_metric)
+        if resolved in where:
+            raise HTTPException(422, f"filter {field} is given twice; use a set (a,b) or a range (a..b)")
+        where[resolved] = parse_condition(field, text)
+    return where
+
+
+def documented_filter_parameters() -> list[dict[str, Any]]:
+    """OpenAPI entries for the fixed filter fields (the parser reads them from the raw query string)."""
+    fields = [*ALLOCATION_COLUMNS, "status", *(f"{SWEEP_METRIC_ALIAS}.{stat}" for stat in SUMMARY_STATS)]
+    return [
+        {
+            "name": field,
+            "in": "query",
+            "required": False,
+            "description": f"Filter on {field}: `a..b`, `a,b,c` or `a` (see the endpoint description)",
+            "schema": {"type": "string"},
+        }
+        for field in fields
+    ]

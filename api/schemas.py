@@ -1,0 +1,255 @@
+"""Pydantic schemas of every request and response body of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from resultsdb.ids import canonical_json
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# Names reach SQL text columns: no control characters (Postgres refuses NUL).
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
+MetricName = Annotated[str, Field(min_length=1, max_length=100, pattern=PRINTABLE)]
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+# Sweeps
+
+
+class SweepOut(BaseModel):
+    name: str
+    task: str
+    metric: str
+    mode: str
+    metric_modes: dict[str, str]
+    status: str
+    code_version: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    trial_counts: dict[str, int] = Field(description="Trials by status")
+    trials_total: int
+    progress: float = Field(description="Fraction of trials that finished (completed, failed or stopped early)")
+    best: float | None = Field(description="Best value of the sweep's metric over its trials (final, else best reported)")
+    budgets: list[int] = Field(description="Distinct parameter budgets of the sweep's trials")
+
+
+class SweepDetail(SweepOut):
+    spec_text: str
+
+
+# Trials
+
+
+class TrialPageOut(BaseModel):
+    sweep: str
+    fields: list[str]
+    rows: list[dict[str, Any]]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class MetricSummaryOut(BaseModel):
+    last: float | None = None
+    last_step: int | None = None
+    min: float | None = None
+    max: float | None = None
+    best: float | None = None
+    best_step: int | None = None
+    final: float | None = None
+
+
+class TrialOut(BaseModel):
+    id: str
+    sweep: str
+    status: str
+    budget: int | None
+    n_hidden: int
+    d_m: int
+    d_mlp: int
+    l_mlp: int
+    d_tree: int
+    d_branch: int
+    rho_rec: float
+    k_e: int
+    k_c: int
+    params_total: int
+    seed: int
+    attempts: int
+    error: str | None
+    node: str | None
+    device: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    status_at: datetime | None
+    config: dict[str, Any]
+    metrics: dict[str, MetricSummaryOut]
+
+
+class SeriesPointOut(BaseModel):
+    step: int
+    value: float | None
+    wall_time: float
+
+
+class SeriesOut(BaseModel):
+    trial_id: str
+    metric: str
+    points: list[SeriesPointOut]
+
+
+# Frontier, optimum, fit
+
+
+class AllocationOut(BaseModel):
+    budget: int | None
+    n_hidden: int
+    d_m: int
+    d_mlp: int
+    l_mlp: int
+    d_tree: int
+    d_branch: int
+    rho_rec: float
+    k_e: int
+    k_c: int
+    params_total: int
+
+
+class FrontierPointOut(AllocationOut):
+    id: str | None = Field(None, description="The trial, when seeds are not aggregated")
+    seed: int | None = Field(None, description="The trial's seed, when seeds are not aggregated")
+    value: float = Field(description="The metric (mean over seeds when aggregated)")
+    value_std: float | None = Field(None, description="Std over seeds (ddof 1); null for one seed or no aggregation")
+    n_seeds: int | None = None
+
+
+class FrontierOut(BaseModel):
+    sweep: str
+    metric: str
+    mode: str
+    cost: str
+    aggregate_seeds: bool
+    points: list[FrontierPointOut] = Field(description="Pareto-optimal points sorted by cost")
+
+
+class OptimumChoice(AllocationOut):
+    value: float
+    value_std: float | None = None
+    n_seeds: int | None = None
+
+
+class BudgetOptimumOut(BaseModel):
+    budget: int
+    best: OptimumChoice
+    runner_up: OptimumChoice | None
+    n_allocations: int
+    gap: float | None = Field(description="How much worse the runner-up is (>= 0); null without one")
+
+
+class OptimumOut(BaseModel):
+    sweep: str
+    metric: str
+    mode: str
+    aggregate_seeds: bool
+    budgets: list[BudgetOptimumOut]
+
+
+class EstimateOut(BaseModel):
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class FitOut(BaseModel):
+    sweep: str
+    metric: str
+    mode: str
+    cost: str
+    law: str
+    E: EstimateOut
+    A: EstimateOut
+    alpha: EstimateOut
+    r_squared: float | None
+    frontier_cost: list[float]
+    frontier_metric: list[float]
+    residuals: list[float | None]
+    n_trials: int
+    n_bootstrap: int
+    n_bootstrap_ok: int
+    snapshot_hash: str
+
+
+# Feed
+
+
+class EventOut(BaseModel):
+    """The `data:` of one Server-Sent Event; its `id:` is the event id and its `event:` the kind."""
+
+    id: int
+    created_at: datetime
+    kind: str
+    sweep: str | None
+    trial_id: str | None
+    payload: dict[str, Any]
+
+
+# Ingest
+
+
+class IngestRow(BaseModel):
+    """One trial computed elsewhere: its allocation, seed, and metric values (stored as final values)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
+    n_hidden: Count
+    d_m: Count
+    d_mlp: Count
+    l_mlp: Count
+    d_tree: Count
+    d_branch: Count
+    rho_rec: Annotated[float, Field(ge=0.0, le=1.0)]
+    k_e: Count
+    k_c: Count
+    params_total: Annotated[int, Field(ge=0, le=INT64_MAX)]
+    seed: Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
+    config: dict[str, Any] | None = Field(
+        None, description="The trial's resolved config; default: its allocation columns. With the seed it fixes the trial id."
+    )
+    status: Literal["completed", "failed", "stopped_early"] = "completed"
+    metrics: dict[MetricName, FiniteFloat | None] = Field(min_length=1, max_length=100)
+
+    @field_validator("config")
+    @classmethod
+    def config_is_json(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        if config is not None:
+            canonical_json(config)  # raises ValueError for NaN/inf or values JSON cannot hold
+        return config
+
+
+class IngestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[IngestRow] = Field(min_length=1, max_length=10_000)
+
+
+class IngestOut(BaseModel):
+    sweep: str
+    created_sweep: bool
+    trials: int
+    trial_ids: list[str] = Field(description="Deterministic ids of the rows' trials, in the order given")
+
+
+# Health
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    detail: str
+    revision: str | None
+    head: str

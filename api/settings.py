@@ -1,0 +1,27 @@
+"""Settings of the API service, read from the environment by default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from resultsdb import database_url
+
+READ_TOKEN_REQUIRED_ENV = "ELMSCALE_API_READ_TOKEN_REQUIRED"
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """database_url: resultsdb's URL (ELMSCALE_DATABASE_URL, else the SQLite default);
+    read_token_required: reads need a bearer token too (ELMSCALE_API_READ_TOKEN_REQUIRED=1);
+    feed_poll_s: how often an open feed looks for new events."""
+
+    database_url: str = field(default_factory=database_url)
+    read_token_required: bool = False
+    feed_poll_s: float = 0.5
+
+    @classmethod
+    def from_env(cls) -> ApiSettings:
+        flag = os.environ.get(READ_TOKEN_REQUIRED_ENV, "").strip().lower()
+        return cls(database_url=database_url(), read_token_required=flag in TRUE_WORDS)
