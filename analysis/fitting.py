@@ -99,7 +99,7 @@ def finite_rows(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 def snapshot_hash(df: pd.DataFrame, columns: Sequence[str]) -> str:
     """sha256 of the given columns, row order independent, so a fit names exactly the data it saw."""
     present = [c for c in columns if c in df.columns]
-    rows = df[present].astype(str).agg("\x1f".join, axis=1).sort_values()
+    rows = df[present].map(str).agg("\x1f".join, axis=1).sort_values()  # map(str): NaN becomes "nan", not a float
     digest = hashlib.sha256("\x1f".join(present).encode())
     for row in rows:
         digest.update(row.encode() + b"\n")

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import dashboard
 from api.errors import install_error_handlers
 from api.frames import SweepFrames
 from api.routers import analysis, export, feed, health, ingest, sweeps, trials
@@ -46,4 +47,5 @@ def create_app(store: ResultsStore | None = None, settings: ApiSettings | None =
     install_error_handlers(app)
     for router in (sweeps.router, analysis.router, export.router, trials.router, feed.router, ingest.router, health.router):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(dashboard.router)
     return app

@@ -36,7 +36,9 @@ DbOption = Annotated[
     typer.Option("--db", envvar="ELMSCALE_DATABASE_URL", help="Database URL (default: sqlite:///elmscale.db)."),
 ]
 AddressOption = Annotated[
-    Optional[str], typer.Option("--address", help="Address of an existing Ray cluster (default: start a local one).")
+    Optional[str],
+    typer.Option("--address", envvar="RAY_ADDRESS",
+                 help="Address of an existing Ray cluster, or 'auto' on one of its nodes (default: start a local one)."),
 ]
 
 
@@ -153,16 +155,15 @@ def _execute(spec: SweepSpec, text: str, store, address: str | None, only) -> No
     holder: dict = {}
     with Live(console=console, refresh_per_second=2, get_renderable=lambda: _progress_view(holder)) as _:
         outcome = runner.run(spec, trials, store, address=address, only=only, live=lambda p: holder.update(p=p))
-    if outcome.undelivered:
-        errors.print(
-            "[yellow]warning:[/yellow] the database could not be reached: results wait in the outbox; "
-            f"run `orchestrator resume {spec.name}` when it is back"
-        )
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items()))
     console.print(f"[bold]{spec.name}[/bold]: {counts}")
-    _print_frontier(store, spec.name)
     if outcome.undelivered:
+        errors.print(
+            f"[yellow]warning:[/yellow] results could not be written ({outcome.delivery_error}); they wait in the "
+            f"outbox: run `orchestrator resume {spec.name}` when the database is back", highlight=False,
+        )
         raise typer.Exit(1)
+    _print_frontier(store, spec.name)
 
 
 def _progress_view(holder: dict):

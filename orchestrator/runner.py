@@ -228,6 +228,7 @@ def _error_text(trial) -> str:
 class RunResult:
     statuses: Counter
     undelivered: bool
+    delivery_error: str | None = None
 
 
 def run(
@@ -276,13 +277,12 @@ def run(
     else:
         undelivered = not sink.close()
 
-    final = trial_statuses(store, spec.name)
-    counts = Counter(final.values())
-    if todo and cancel.cancelled:
-        pass  # stays "stopped" until resumed
-    elif not undelivered and counts.get("pending", 0) + counts.get("running", 0) == 0:
-        store.set_sweep_status(spec.name, "completed")
-    return RunResult(counts, undelivered)
+    if undelivered:  # the database is out of reach: report what the driver saw, the outbox keeps the rest
+        return RunResult(progress.counts(), True, str(sink.last_error))
+    counts = Counter(trial_statuses(store, spec.name).values())
+    if not (todo and cancel.cancelled) and counts.get("pending", 0) + counts.get("running", 0) == 0:
+        store.set_sweep_status(spec.name, "completed")  # a cancelled sweep stays "stopped" until resumed
+    return RunResult(counts, False)
 
 
 def _groups(trials: list[TrialPlan], by_budget: bool) -> list[list[TrialPlan]]:

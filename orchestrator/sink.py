@@ -95,6 +95,7 @@ class ResultSink:
         self.on_delivered = on_delivered
         self.queue: queue.Queue[dict] = queue.Queue()
         self.database_down_since: float | None = None
+        self.last_error: Exception | None = None
         self._stop = threading.Event()
         self._retry_at = 0.0
         self._failures = 0
@@ -119,17 +120,19 @@ class ResultSink:
             self.outbox.append(records)
 
     def flush_outbox(self) -> bool:
-        """Try to deliver everything pending; False if the database is unreachable (records stay queued on disk)."""
+        """Try to deliver everything pending; False if that failed (the records stay on disk for the next try)."""
         records, end = self.outbox.pending()
         if not records:
             return True
         try:
             deliver(self.store, records)
-        except DatabaseUnavailable:
+        except Exception as error:  # noqa: BLE001 - whatever went wrong, the records stay on disk for a retry
+            self.last_error = error
             if self.database_down_since is None:
                 self.database_down_since = time.time()
             return False
         self.database_down_since = None
+        self.last_error = None
         self.outbox.mark_delivered(end)
         if self.on_delivered:
             self.on_delivered(records)

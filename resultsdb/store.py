@@ -514,6 +514,8 @@ class ResultsStore:
             return trials, summaries
 
         trials, summaries = self._read(run)
+        # Plain tuples: pandas inspects Row objects one attribute at a time, ~10x slower on 10k trials.
+        trials, summaries = [tuple(row) for row in trials], [tuple(row) for row in summaries]
         frame = pandas.DataFrame(
             trials, columns=["id", "status", *ALLOCATION_COLUMNS, "attempts", "error", "node", "device", "started_at", "ended_at"]
         )

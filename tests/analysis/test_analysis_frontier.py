@@ -90,3 +90,13 @@ def test_per_budget_optimum_without_aggregation_picks_single_trials():
     optima = per_budget_optimum(sweep_table(), "loss", "min", aggregate_seeds=False)
     assert list(optima["seed"]) == [0, 0]
     assert list(optima["n_allocations"]) == [9, 9]
+
+
+def test_snapshot_hash_accepts_missing_values_and_ignores_row_order():
+    import pandas as pd
+
+    from analysis.fitting import snapshot_hash
+
+    frame = pd.DataFrame({"budget": [None, 1e5, 2e5], "metric": [1.5, 1.2, float("nan")]})
+    assert snapshot_hash(frame, ["budget", "metric"]) == snapshot_hash(frame.iloc[::-1], ["budget", "metric"])
+    assert snapshot_hash(frame, ["budget", "metric"]) != snapshot_hash(frame.fillna(0), ["budget", "metric"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import running_api
+from conftest import running_api, serve_command
 from fastapi.testclient import TestClient
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -93,11 +93,6 @@ def chromium() -> Iterator:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def dashboard_command() -> list[str]:
-    """uvicorn serving the API with the dashboard (database from ELMSCALE_DATABASE_URL)."""
-    return [sys.executable, "-m", "uvicorn", "dashboard_app:create_app", "--factory", "--host", "127.0.0.1"]
-
-
 def wait_for(driver, condition, what: str):
     """Poll `condition` until it is truthy; the live page re-renders, so element references may go stale."""
     return WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
@@ -127,7 +122,6 @@ def dashboard_client(tmp_path) -> Iterator[TestClient]:
     database_url = f"sqlite:///{tmp_path / 'elmscale.db'}"
     migrate.upgrade(database_url)
     app = create_app(settings=ApiSettings(database_url=database_url))
-    app.include_router(api.dashboard.router)
     with TestClient(app) as client:
         yield client
 
@@ -155,9 +149,8 @@ def test_the_page_loads_nothing_from_the_internet():
 
 def test_dashboard_shows_the_frontier_and_a_new_result_without_reload(postgres_url, chromium, tmp_path):
     migrate.upgrade(postgres_url)
-    env = {**os.environ, "ELMSCALE_DATABASE_URL": postgres_url,
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[2])])}
-    with ResultsStore(postgres_url) as store, running_api(dashboard_command(), env, tmp_path / "api.log") as base:
+    env = {**os.environ, "ELMSCALE_DATABASE_URL": postgres_url}
+    with ResultsStore(postgres_url) as store, running_api(serve_command(postgres_url), env, tmp_path / "api.log") as base:
         trials = seed_sweep(store)
         driver = chromium
         api = httpx.Client(base_url=f"{base}/api/v1")

@@ -30,6 +30,10 @@ class TcpProxy:
         """Refuse new connections and cut every open one."""
         with self._lock:
             if self._listener is not None:
+                try:  # shutdown, not just close: close() does not wake a thread blocked in accept()
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self._listener.close()
                 self._listener = None
             for conn in self._connections:

@@ -251,3 +251,31 @@ def test_cancel_stops_a_running_sweep_and_resume_finishes_it(tmp_path, postgres_
     assert store.get_sweep("cancelled").status == "completed"
     check_every_step_once(store, "cancelled", spec["training"])
     store.close()
+
+
+def test_results_wait_in_the_outbox_when_the_database_stays_down(tmp_path, postgres_url):
+    url = make_url(postgres_url)
+    proxy = TcpProxy((url.host, url.port or 5432)).start()
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    spec = tiny_spec("stays_down", budgets=[3000], max_concurrent=1)
+    env = cli_env(proxied, tmp_path / "state")
+    migrate.upgrade(postgres_url)
+    driver = start_cli(["submit", str(write_spec(tmp_path, spec))], env)
+    store = ResultsStore(postgres_url)
+    try:
+        wait_for(lambda: store.get_sweep("stays_down") is not None
+                 and store.get_sweep("stays_down").trial_counts.get("running"), 240, "a running trial")
+        proxy.stop()
+        output, _ = driver.communicate(timeout=400)
+        assert driver.returncode == 1, output
+        assert "they wait in the outbox: run `orchestrator resume stays_down`" in " ".join(output.split())
+        proxy.start()
+        resumed = run_cli(["resume", "stays_down"], env)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    finally:
+        if driver.poll() is None:
+            kill_group(driver)
+        proxy.stop()
+    assert set(store.summary_frame("stays_down")["status"]) == {"completed"}
+    check_every_step_once(store, "stays_down", spec["training"])
+    store.close()
