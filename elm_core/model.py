@@ -1,8 +1,9 @@
 """The ELM Network: a recurrent layer of Expressive Leaky Memory neurons, a readout layer and a linear output.
 
-Read top to bottom this is DESIGN.md §2-3. Internally every layer keeps its tensors neuron-major and batch-last,
-(N, features, B), so that the per-neuron MLPs are one batched matmul over neurons and the synaptic stage is one
-sparse matmul against the (sources, B) activity matrix.
+Read top to bottom this is DESIGN.md §2-3; the time loop of a layer (§2 steps 1-5 for all N neurons at once) and its
+hand-written backward pass live in `fast_ops.LayerScan`. Every layer keeps its tensors neuron-major, so that the
+per-neuron MLPs are one batched matmul over neurons and the synaptic stage is one sparse matmul against the
+(sources, B) activity matrix. The carried state is batch-last: m (N, d_m, B), r and a (N, B).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_ops import MEMORY_GAIN, LayerScan, ScanSpec, SynapsePattern
+
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 ACTIVATIONS = ("relu2", "relu", "silu")
-MEMORY_GAIN = 1.7159  # LeCun's scaled tanh: 1.7159 * tanh(2x/3)
 LAMBDA = 5.0  # kappa_lambda = exp(-lambda * dt / tau_m)
 
 
@@ -100,78 +102,6 @@ class ELMConfig:
         if unknown:
             raise ValueError(f"ELMConfig has no field {unknown[0]!r}")
         return cls(**values)
-
-
-# --- synaptic stage ---------------------------------------------------------------------------------------------
-
-
-class SynapsePattern:
-    """A fixed sparse (rows x sources) pattern: row = neuron * d_tree + branch, one entry per synapse.
-
-    Duplicated (row, source) entries are kept apart (sources are drawn with replacement); the matmul sums them.
-    """
-
-    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int):
-        self.shape = (n_rows, n_cols)
-        self.nnz = rows.numel()
-        self.crow = _compressed(rows, n_rows)
-        self.col = cols
-        order = torch.argsort(cols, stable=True)  # the transposed pattern, for the backward pass
-        self.t_perm = order
-        self.t_crow = _compressed(cols[order], n_cols)
-        self.t_col = rows[order]
-
-    def to(self, device: torch.device) -> SynapsePattern:
-        for name in ("crow", "col", "t_perm", "t_crow", "t_col"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
-
-    def matrix(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
-
-    def transposed(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(
-            self.t_crow, self.t_col, values[self.t_perm], self.shape[::-1], check_invariants=False
-        )
-
-
-def _compressed(sorted_index: torch.Tensor, n: int) -> torch.Tensor:
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=sorted_index.device)
-    crow[1:] = torch.cumsum(torch.bincount(sorted_index, minlength=n), 0)
-    return crow
-
-
-class _SparseSynapses(torch.autograd.Function):
-    """out = W z for a fixed pattern, W's values trainable.
-
-    Fast because it never materialises the (synapses, B) product: CSR matmul forward, CSR matmul with the
-    transposed pattern for dz, and a sampled dense-dense product (SDDMM) for dW that touches only the synapses.
-    """
-
-    @staticmethod
-    def forward(ctx, values: torch.Tensor, z: torch.Tensor, pattern: SynapsePattern) -> torch.Tensor:
-        ctx.pattern = pattern
-        ctx.save_for_backward(values, z)
-        return pattern.matrix(values) @ z
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        values, z = ctx.saved_tensors
-        pattern: SynapsePattern = ctx.pattern
-        grad_out = grad_out.contiguous()
-        grad_values = grad_z = None
-        if ctx.needs_input_grad[0]:
-            grad_values = torch.sparse.sampled_addmm(pattern.matrix(values), grad_out, z.T, beta=0.0).values()
-        if ctx.needs_input_grad[1]:
-            grad_z = pattern.transposed(values) @ grad_out
-        return grad_values, grad_z, None
-
-
-def sparse_synapses(values: torch.Tensor, z: torch.Tensor, pattern: SynapsePattern) -> torch.Tensor:
-    """Branch inputs (rows, cols) from source activity z (sources, cols)."""
-    if pattern.nnz == 0:
-        return z.new_zeros(pattern.shape[0], z.shape[1])
-    return _SparseSynapses.apply(values, z, pattern)
 
 
 # --- one layer of ELM neurons ------------------------------------------------------------------------------------
@@ -258,6 +188,9 @@ class ELMLayer(nn.Module):
         else:
             self.register_buffer("log_tau_m", log_tau.clone())
         self.kappa_r = math.exp(-1.0 / cfg.tau_r)
+        self.scan_spec = ScanSpec(
+            self.ff, self.rec, n_neurons, d_m, d_tree, cfg.activation, high_pass, rectify, self.kappa_r
+        )
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
@@ -276,41 +209,25 @@ class ELMLayer(nn.Module):
         return LayerState(torch.zeros(self.n, self.d_m, batch, device=device, dtype=dtype), zeros, zeros)
 
     def decays(self) -> tuple[torch.Tensor, torch.Tensor]:
-        tau_m = self.log_tau_m.exp().unsqueeze(-1)  # (N, d_m, 1)
+        """kappa_m and 1 - kappa_lambda, each (N, 1, d_m)."""
+        tau_m = self.log_tau_m.exp().unsqueeze(1)  # (N, 1, d_m)
         kappa_m = torch.exp(-1.0 / tau_m)
         gate = 1.0 - torch.exp(-LAMBDA / tau_m)  # 1 - kappa_lambda
         return kappa_m, gate
 
-    def step(
-        self, beta: torch.Tensor, state: LayerState, kappa_m: torch.Tensor, gate: torch.Tensor
-    ) -> tuple[LayerState, torch.Tensor]:
-        """One time step given the branch inputs beta (N, d_tree, B). Returns the new state and the MLP output."""
-        m_tilde = kappa_m * state.m  # (N, d_m, B)
-        h = torch.cat((beta, m_tilde), dim=1)  # (N, d_tree + d_m, B)
-        last = len(self.mlp_w) - 1
-        for i, (w, b) in enumerate(zip(self.mlp_w, self.mlp_b)):
-            h = torch.baddbmm(b, w, h)
-            if i < last:
-                h = _activate(h, self.activation)
-        delta = h  # (N, d_m, B)
-        m = m_tilde + gate * (MEMORY_GAIN * torch.tanh(delta * (2.0 / 3.0)))
-        y = (self.w_y * m).sum(dim=1)  # (N, B)
-        if self.high_pass:
-            r = self.kappa_r * state.r + (1.0 - self.kappa_r) * y
-            pre = y - r + self.bias
-        else:
-            r = state.r
-            pre = y + self.bias
-        a = F.relu(pre) if self.rectify else pre
-        return LayerState(m, r, a), delta
+    def scan(self, sources: torch.Tensor, state: LayerState, rec_keep: torch.Tensor | None):
+        """Run the layer over a chunk. sources: external inputs (C, T*B); rec_keep: recurrent dropout mask (N, B).
 
-
-def _activate(h: torch.Tensor, name: str) -> torch.Tensor:
-    if name == "relu2":
-        return torch.square(F.relu(h))
-    if name == "relu":
-        return F.relu(h)
-    return F.silu(h)
+        Returns the activities (T, N, B), the new state and the mean |MLP output| of each neuron (N,).
+        """
+        ff_values, rec_values = self.synapse_values()
+        kappa_m, gate = self.decays()
+        mlp = [t for pair in zip(self.mlp_w, self.mlp_b) for t in pair]
+        activity, m, r, mlp_abs = LayerScan.apply(
+            self.scan_spec, sources, ff_values, rec_values, kappa_m, gate * MEMORY_GAIN, self.w_y, self.bias,
+            state.m.transpose(1, 2), state.r, state.a, rec_keep, *mlp,
+        )
+        return activity, LayerState(m.transpose(1, 2), r, activity[-1]), mlp_abs
 
 
 # --- the network -------------------------------------------------------------------------------------------------
@@ -367,41 +284,24 @@ class ELMNetwork(nn.Module):
         if self.training and self.cfg.recurrent_dropout > 0:
             rec_keep = _variational_mask(hidden.n, batch, self.cfg.recurrent_dropout, x)
 
-        # The feed-forward share of the synapses depends only on the inputs: one sparse matmul for the whole chunk.
-        ff_values, rec_values = hidden.synapse_values()
-        beta_ff = sparse_synapses(ff_values, inputs.reshape(n_in, steps * batch), hidden.ff)
-        # unbind, not beta_ff[:, :, t]: its backward stacks once instead of zero-filling a full-size grad per step.
-        beta_ff_steps = beta_ff.view(hidden.n, hidden.d_tree, steps, batch).unbind(2)  # T x (N, d_tree, B)
-
-        kappa_m, gate = hidden.decays()
-        h_state = state.hidden
-        activities, mlp_abs = [], []
-        for t in range(steps):
-            a_prev = h_state.a if rec_keep is None else h_state.a * rec_keep
-            beta = beta_ff_steps[t] + sparse_synapses(rec_values, a_prev, hidden.rec).view(hidden.n, hidden.d_tree, batch)
-            h_state, delta = hidden.step(beta, h_state, kappa_m, gate)
-            activities.append(h_state.a)
-            mlp_abs.append(delta.abs().mean(dim=(1, 2)))
-        hidden_a = torch.stack(activities, dim=1)  # (N, T, B)
-
-        # The readout reads only the hidden layer's current activity: its synaptic stage is one matmul too.
-        ro_values, _ = readout.synapse_values()
-        beta_ro = sparse_synapses(ro_values, hidden_a.reshape(hidden.n, steps * batch), readout.ff)
-        beta_ro_steps = beta_ro.view(readout.n, readout.d_tree, steps, batch).unbind(2)
-        kappa_m, gate = readout.decays()
-        r_state = state.readout
-        outputs = []
-        for t in range(steps):
-            r_state, _ = readout.step(beta_ro_steps[t], r_state, kappa_m, gate)
-            outputs.append(r_state.a)
-        readout_a = torch.stack(outputs, dim=0)  # (T, n_out, B)
+        # The recurrence runs in fp32 even under autocast: bf16 steps drift from the reference over long sequences.
+        with torch.autocast(x.device.type, enabled=False):
+            state = _as_float(state)
+            hidden_a, hidden_state, mlp_abs = hidden.scan(inputs.reshape(n_in, -1).float(), state.hidden, rec_keep)
+            # The readout reads only the hidden layer's current activity.
+            readout_in = hidden_a.permute(1, 0, 2).reshape(hidden.n, steps * batch)  # (N, T*B)
+            readout_a, readout_state, _ = readout.scan(readout_in, state.readout, None)  # (T, n_out, B)
         logits = self.output(readout_a.permute(2, 0, 1))  # (B, T, n_out)
         return ELMOutput(
             logits=logits,
-            state=ELMState(h_state, r_state),
-            mlp_out_abs=torch.stack(mlp_abs).mean(0),
+            state=ELMState(hidden_state, readout_state),
+            mlp_out_abs=mlp_abs,
             activity=hidden_a.mean(),
         )
+
+
+def _as_float(state: ELMState) -> ELMState:
+    return ELMState(*(LayerState(*(t.float() for t in layer)) for layer in state))
 
 
 def _variational_mask(n: int, batch: int, p: float, like: torch.Tensor) -> torch.Tensor:

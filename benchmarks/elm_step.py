@@ -1,0 +1,224 @@
+"""Training-step speed of the ELM Network at the reference configs, against the JAX anchors and a per-neuron loop.
+
+    .venv/bin/python benchmarks/elm_step.py [--repeats 3] [--threads N] [--configs enwik8,small,shd]
+
+Prints, in one run, per config: train tokens/s (forward + backward + Adam, median of repeats after one warm-up
+step), the ratio to the authors' JAX figures of shared/ANCHORS.md, the ratio to the straightforward per-neuron loop
+(benchmarks/reference_elm.py, timed on a few time steps and scaled linearly to the full sequence), the arithmetic
+share (the same sparse-matmul/SDDMM/bmm shapes timed alone, times their counts, over the step time) and the peak
+memory of the step (ru_maxrss of a fresh process). Each config runs in its own subprocess so peaks do not mix.
+Where CUDA is available it also prints GPU tokens/s at the Enwik8 reference with batch 8 and 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from elm_core.fast_ops import WEIGHT_GRAD_ROWS  # noqa: E402
+from elm_core.model import ELMConfig, ELMLayer, ELMNetwork  # noqa: E402
+from reference_elm import reference_forward  # noqa: E402
+
+CONFIGS = {
+    "enwik8": (ELMConfig(), 8, 100),
+    "small": (ELMConfig(n_hidden=256), 8, 100),
+    "shd": (ELMConfig(n_input=700, n_output=19, n_hidden=96, d_m=5, d_tree=30, d_branch=10, rho_rec=0.25,
+                      tau_m_min=1.0, tau_m_max=500.0, tau_r=5.0, embedding_scale=1.0), 8, 1000),
+}
+ANCHOR_TOKENS_PER_S = {"enwik8": 58.0, "small": 276.0, "shd": 3550.0}  # shared/ANCHORS.md, JAX on this CPU kind
+REFERENCE_STEPS = {"enwik8": 2, "small": 3, "shd": 10}
+SPIKE_DENSITY = 0.03
+
+
+def make_batch(name: str, cfg: ELMConfig, batch: int, steps: int, device: str):
+    generator = torch.Generator().manual_seed(0)
+    if name == "shd":
+        x = (torch.rand(batch, steps, cfg.n_input, generator=generator) < SPIKE_DENSITY).float()
+        y = torch.randint(0, cfg.n_output, (batch,), generator=generator)
+    else:
+        x = torch.randint(0, cfg.n_input, (batch, steps), generator=generator)
+        y = torch.randint(0, cfg.n_output, (batch, steps), generator=generator)
+    return x.to(device), y.to(device)
+
+
+def train_step_fn(net: torch.nn.Module, forward, x, y, last_only: bool):
+    """One training step as the trainer does it: loss + both regularisers, backward, Adam."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    def step():
+        out = forward(x)
+        logits = out[0]
+        if last_only:
+            loss = F.cross_entropy(logits[:, -1], y)
+        else:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        if hasattr(out, "mlp_out_abs"):
+            loss = loss + 0.01 * out.mlp_out_abs.square().mean() + out.activity
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def kernel_seconds(fn, repeats: int = 5) -> float:
+    """Median time of one call of a single kernel, timed alone."""
+    fn()
+    inner = 3
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - started) / inner)
+    return statistics.median(times)
+
+
+def layer_arithmetic_seconds(layer: ELMLayer, n_sources: int, batch: int, steps: int, sources_grad: bool) -> float:
+    """The unavoidable work of one layer over a chunk: its matmul/SDDMM shapes timed alone, times their counts.
+
+    Per step: the recurrent sparse matmul and its transpose, each MLP layer's bmm forward and backward, y = w_y m.
+    Per block of K steps: the feed-forward sparse matmul, the SDDMMs of both patterns, the weight-gradient bmms and,
+    where the sources need a gradient (the readout's sources are the hidden activities), the transposed matmul.
+    """
+    n, d_m = layer.n, layer.d_m
+    ff_values, rec_values = (v.detach() for v in layer.synapse_values())
+    block = max(1, WEIGHT_GRAD_ROWS // batch)
+    n_blocks = -(-steps // block)
+    rows = block * batch
+    per_step = []
+    per_block = []
+    if layer.rec.nnz:
+        rec, rec_t = layer.rec.matrix(rec_values), layer.rec.transposed(rec_values)
+        a_step, g_step = torch.rand(n, batch), torch.randn(n * layer.d_tree, batch)
+        per_step += [lambda: rec @ a_step, lambda: rec_t @ g_step]
+        g_beta, a_cols = torch.randn(n * layer.d_tree, rows), torch.rand(rows, n)
+        per_block.append(lambda: torch.sparse.sampled_addmm(rec, g_beta, a_cols, beta=0.0))
+    if layer.ff.nnz:
+        ff = layer.ff.matrix(ff_values)
+        x_block, x_cols = torch.rand(n_sources, rows), torch.rand(rows, n_sources)
+        g_ff = torch.randn(n * layer.d_tree, rows)
+        per_block += [lambda: ff @ x_block, lambda: torch.sparse.sampled_addmm(ff, g_ff, x_cols, beta=0.0)]
+        if sources_grad:
+            ff_t = layer.ff.transposed(ff_values)
+            per_block.append(lambda: ff_t @ g_ff)
+    for w in layer.mlp_w:
+        fan_out, fan_in = w.shape[1:]
+        w_t, w_c = torch.randn(n, fan_in, fan_out), torch.randn(n, fan_out, fan_in)
+        h, g = torch.randn(n, batch, fan_in), torch.randn(n, batch, fan_out)
+        g_rows, h_rows = torch.randn(n, fan_out, rows), torch.randn(n, rows, fan_in)
+        per_step += [lambda h=h, w_t=w_t: torch.bmm(h, w_t), lambda g=g, w_c=w_c: torch.bmm(g, w_c)]
+        per_block.append(lambda g_rows=g_rows, h_rows=h_rows: torch.bmm(g_rows, h_rows))
+    m, w_y = torch.randn(n, batch, d_m), torch.randn(n, d_m, 1)
+    per_step.append(lambda: torch.bmm(m, w_y))
+    return steps * sum(map(kernel_seconds, per_step)) + n_blocks * sum(map(kernel_seconds, per_block))
+
+
+def measure_cpu(name: str, repeats: int) -> dict:
+    cfg, batch, steps = CONFIGS[name]
+    torch.manual_seed(0)
+    net = ELMNetwork(cfg).train()
+    x, y = make_batch(name, cfg, batch, steps, "cpu")
+    step = train_step_fn(net, net, x, y, last_only=name == "shd")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.process_time()
+    step_s = median_seconds(step, repeats)
+    cpu_s = (time.process_time() - started) / (repeats + 1)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    ref_steps = REFERENCE_STEPS[name]
+    ref_net = ELMNetwork(cfg).train()
+    ref_step = train_step_fn(ref_net, lambda xs: reference_forward(ref_net, xs), x[:, :ref_steps], y[:, :ref_steps]
+                             if name != "shd" else y, last_only=name == "shd")
+    ref_s = median_seconds(ref_step, 1) * steps / ref_steps
+
+    arithmetic_s = layer_arithmetic_seconds(net.hidden, cfg.n_input, batch, steps, sources_grad=False)
+    arithmetic_s += layer_arithmetic_seconds(net.readout, cfg.n_hidden, batch, steps, sources_grad=True)
+    tokens = batch * steps
+    return {
+        "config": name, "threads": torch.get_num_threads(), "tokens_per_s": tokens / step_s,
+        "cpu_time_tokens_per_s": tokens / cpu_s, "step_s": step_s,
+        "vs_anchor": tokens / step_s / ANCHOR_TOKENS_PER_S[name],
+        "vs_reference_loop": ref_s / step_s, "reference_step_s": ref_s, "arithmetic_share": arithmetic_s / step_s,
+        "peak_rss_mib": peak_kib / 1024, "step_rss_growth_mib": (peak_kib - rss_before) / 1024,
+    }
+
+
+def measure_gpu(batch: int, repeats: int) -> dict:
+    cfg, _, steps = CONFIGS["enwik8"]
+    net = ELMNetwork(cfg).cuda().train()
+    x, y = make_batch("enwik8", cfg, batch, steps, "cuda")
+    step = train_step_fn(net, net, x, y, last_only=False)
+    step_s = median_seconds(step, repeats, torch.cuda.synchronize)
+    return {"config": f"enwik8 GPU batch {batch}", "tokens_per_s": batch * steps / step_s, "step_s": step_s,
+            "device": torch.cuda.get_device_name()}
+
+
+def run_in_subprocess(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--configs", default="enwik8,small,shd")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--gpu-batch", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.one:
+        print(json.dumps(measure_cpu(args.one, args.repeats)))
+        return
+    if args.gpu_batch:
+        print(json.dumps(measure_gpu(args.gpu_batch, args.repeats)))
+        return
+
+    common = ["--repeats", str(args.repeats), "--threads", str(args.threads)]
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}, cpu count {os.cpu_count()}")
+    header = (f"{'config':8} {'thr':>3} {'tokens/s':>9} {'cpu-time tok/s':>14} {'x JAX anchor':>12} "
+              f"{'x per-neuron loop':>17} {'arith share':>11} {'peak RSS MiB':>12} {'step growth MiB':>15}")
+    print(header)
+    for name in args.configs.split(","):
+        r = run_in_subprocess(["--one", name, *common])
+        print(f"{name:8} {r['threads']:>3} {r['tokens_per_s']:>9.0f} {r['cpu_time_tokens_per_s']:>14.0f} "
+              f"{r['vs_anchor']:>12.1f} {r['vs_reference_loop']:>17.0f} {r['arithmetic_share']:>11.2f} "
+              f"{r['peak_rss_mib']:>12.0f} {r['step_rss_growth_mib']:>15.0f}")
+    if torch.cuda.is_available():
+        for batch in (8, 64):
+            r = run_in_subprocess(["--gpu-batch", str(batch), *common])
+            print(f"{r['config']} on {r['device']}: {r['tokens_per_s']:.0f} tokens/s ({r['step_s']:.3f} s/step)")
+    print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print("reference loop: timed on a few time steps (enwik8 2, small 3, shd 10) and scaled linearly to the full T;"
+          " cpu-time tok/s uses the process CPU time (less sensitive to other jobs on the machine)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The fast path (fast_ops.LayerScan with its hand-written backward) equals the plain per-neuron reference:
+outputs, regulariser terms, every parameter's gradient and the gradient of a carried-in state."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from elm_core.model import ELMConfig, ELMNetwork, ELMState, LayerState, _variational_mask
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from reference_elm import neuron_step  # noqa: E402
+
+MASK_SEED = 1234
+
+
+def small_config(**changes) -> ELMConfig:
+    base = dict(n_input=7, n_output=5, n_hidden=9, d_m=3, d_tree=4, d_branch=3, rho_rec=0.5, tau_m_min=1.0,
+                tau_m_max=20.0, tau_r=3.0, seed=3)
+    base.update(changes)
+    return ELMConfig(**base)
+
+
+def reference_run(net: ELMNetwork, x: torch.Tensor, state: ELMState):
+    """Per-neuron loop with the fast path's dropout masks (same seed, same draw order) and its regulariser terms."""
+    emb = net.embed(x)  # (B, T, C)
+    batch, steps, n_in = emb.shape
+    cfg = net.cfg
+    torch.manual_seed(MASK_SEED)
+    in_keep = rec_keep = None
+    if net.training and cfg.input_dropout > 0:
+        in_keep = _variational_mask(n_in, batch, cfg.input_dropout, emb).T  # (B, C)
+    if net.training and cfg.recurrent_dropout > 0:
+        rec_keep = _variational_mask(net.hidden.n, batch, cfg.recurrent_dropout, emb).T  # (B, N)
+    layers = (net.hidden, net.readout)
+    m = [[s.m[i].T for i in range(layer.n)] for layer, s in zip(layers, state)]
+    r = [[s.r[i] for i in range(layer.n)] for layer, s in zip(layers, state)]
+    a = [s.a.T for s in state]  # (B, n) per layer
+    logits, abs_delta, activity = [], torch.zeros(net.hidden.n), []
+    for t in range(steps):
+        x_t = emb[:, t] if in_keep is None else emb[:, t] * in_keep
+        a_rec = a[0] if rec_keep is None else a[0] * rec_keep
+        sources = (torch.cat((x_t, a_rec), dim=1), None)
+        for k, layer in enumerate(layers):
+            z = sources[0] if k == 0 else a[0]  # the readout reads the hidden layer's current activity
+            outs = []
+            for i in range(layer.n):
+                m[k][i], r[k][i], a_i, delta = neuron_step(layer, i, z, m[k][i], r[k][i])
+                outs.append(a_i)
+                if k == 0:
+                    abs_delta = abs_delta.index_add(0, torch.tensor([i]), delta.abs().mean().view(1))
+            a[k] = torch.stack(outs, dim=1)
+        activity.append(a[0])
+        logits.append(net.output(a[1]))
+    final = ELMState(*(LayerState(torch.stack(m[k], 0).transpose(1, 2), torch.stack(r[k], 0), a[k].T)
+                       for k in range(2)))
+    return torch.stack(logits, 1), final, abs_delta / steps, torch.stack(activity).mean()
+
+
+def carried_state(net: ELMNetwork, batch: int) -> ELMState:
+    """A non-zero state, as after an earlier chunk, that requires grad so its gradient can be checked too."""
+    torch.manual_seed(7)
+    with torch.no_grad():
+        warm = net.eval()(torch.randint(0, net.cfg.n_input, (batch, 4))).state
+    net.train()
+    return ELMState(*(LayerState(*(t.clone().requires_grad_() for t in layer)) for layer in warm))
+
+
+def loss_of(logits, state: ELMState, mlp_abs, activity) -> torch.Tensor:
+    """Touches every output the trainer uses (logits, both regularisers) and every carried-out state tensor."""
+    weights = torch.linspace(-1.0, 1.0, logits.numel()).view_as(logits)
+    total = (logits * weights).sum() + 0.3 * mlp_abs.square().mean() + 0.7 * activity
+    for k, layer in enumerate(state):
+        for j, t in enumerate(layer):
+            total = total + (0.1 + 0.05 * (k + j)) * t.square().sum()
+    return total
+
+
+def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
+    scale = expected.abs().max().clamp_min(1e-12)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * scale.item(), msg=name)
+
+
+CASES = [
+    {},
+    {"l_mlp": 0},
+    {"l_mlp": 2, "activation": "silu"},
+    {"l_mlp": 2, "d_mlp": 5, "activation": "relu"},
+    {"rho_rec": 0.0},
+    {"rho_rec": 1.0},
+    {"input_dropout": 0.3, "recurrent_dropout": 0.4},
+    {"learn_tau": True, "readout_l_mlp": 1},
+    {"n_hidden": 13, "d_tree": 3, "d_branch": 5, "d_m": 4, "rho_rec": 0.8, "input_dropout": 0.2,
+     "recurrent_dropout": 0.2, "learn_tau": True, "l_mlp": 2, "seed": 11},
+]
+
+
+@pytest.mark.parametrize("changes", CASES)
+def test_fast_path_outputs_and_every_gradient_equal_the_reference(changes):
+    cfg = small_config(**changes)
+    fast_net, slow_net = ELMNetwork(cfg).train(), ELMNetwork(cfg).train()
+    x = torch.randint(0, cfg.n_input, (3, 7))
+    fast_state, slow_state = carried_state(fast_net, 3), carried_state(slow_net, 3)
+
+    torch.manual_seed(MASK_SEED)
+    fast = fast_net(x, fast_state)
+    slow = reference_run(slow_net, x, slow_state)
+    assert_close_relative(fast.logits, slow[0], "logits")
+    assert_close_relative(fast.mlp_out_abs, slow[2], "mlp_out_abs")
+    assert_close_relative(fast.activity, slow[3], "activity")
+    for layer_fast, layer_slow in zip(fast.state, slow[1]):
+        for a, b in zip(layer_fast, layer_slow):
+            assert_close_relative(a, b, "carried-out state")
+
+    loss_of(*fast).backward()
+    loss_of(*slow).backward()
+    slow_params = dict(slow_net.named_parameters())
+    for name, p in fast_net.named_parameters():
+        assert p.grad is not None, name
+        assert_close_relative(p.grad, slow_params[name].grad, name)
+    for layer_fast, layer_slow in zip(fast_state, slow_state):
+        for a, b in zip(layer_fast, layer_slow):
+            expected = torch.zeros_like(b) if b.grad is None else b.grad  # the readout never reads its own a
+            assert_close_relative(a.grad, expected, "carried-in state")
+
+
+def test_long_chunk_spans_several_weight_gradient_blocks():
+    """T*B above the block size: blocks must hand the state and its gradient over exactly."""
+    cfg = small_config(l_mlp=2, rho_rec=0.7)
+    fast_net, slow_net = ELMNetwork(cfg), ELMNetwork(cfg)
+    x = torch.randint(0, cfg.n_input, (2, 140))  # 2 x 140 = 280 rows: three blocks of WEIGHT_GRAD_ROWS = 128
+    fast = fast_net(x)
+    slow = reference_run(slow_net, x, slow_net.initial_state(2))
+    assert_close_relative(fast.logits, slow[0], "logits")
+    fast.logits.sum().backward()
+    slow[0].sum().backward()
+    slow_params = dict(slow_net.named_parameters())
+    for name, p in fast_net.named_parameters():
+        assert_close_relative(p.grad, slow_params[name].grad, name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("changes", [{}, {"learn_tau": True, "l_mlp": 2, "rho_rec": 1.0}])
+def test_gpu_fast_path_equals_cpu(changes):
+    cfg = small_config(n_hidden=40, **changes)
+    x = torch.randint(0, cfg.n_input, (4, 300))  # several weight-gradient blocks
+    cpu_net, gpu_net = ELMNetwork(cfg), ELMNetwork(cfg).cuda()
+    cpu_out = cpu_net(x)
+    gpu_out = gpu_net(x.cuda())
+    torch.testing.assert_close(gpu_out.logits.cpu(), cpu_out.logits, rtol=1e-4, atol=1e-4)
+    loss_of(*cpu_out).backward()
+    loss_of(*gpu_out).backward()
+    for (name, p), q in zip(cpu_net.named_parameters(), gpu_net.parameters()):
+        torch.testing.assert_close(q.grad.cpu(), p.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_gpu_bf16_autocast_keeps_the_recurrence_in_fp32():
+    cfg = small_config(n_hidden=40)
+    net = ELMNetwork(cfg).cuda()
+    x = torch.randint(0, cfg.n_input, (4, 30), device="cuda")
+    plain = net(x).logits
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        mixed = net(x).logits
+    torch.testing.assert_close(mixed.float(), plain, rtol=2e-2, atol=2e-2)
