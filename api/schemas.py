@@ -63,10 +63,7 @@ class MetricSummaryOut(BaseModel):
     final: float | None = None
 
 
-class TrialOut(BaseModel):
-    id: str
-    sweep: str
-    status: str
+class AllocationOut(BaseModel):
     budget: int | None
     n_hidden: int
     d_m: int
@@ -78,6 +75,12 @@ class TrialOut(BaseModel):
     k_e: int
     k_c: int
     params_total: int
+
+
+class TrialOut(AllocationOut):
+    id: str
+    sweep: str
+    status: str
     seed: int
     attempts: int
     error: str | None
@@ -104,20 +107,6 @@ class SeriesOut(BaseModel):
 
 
 # Frontier, optimum, fit
-
-
-class AllocationOut(BaseModel):
-    budget: int | None
-    n_hidden: int
-    d_m: int
-    d_mlp: int
-    l_mlp: int
-    d_tree: int
-    d_branch: int
-    rho_rec: float
-    k_e: int
-    k_c: int
-    params_total: int
 
 
 class FrontierPointOut(AllocationOut):

@@ -97,11 +97,15 @@ class ELMConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ELMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"ELMConfig has no field {unknown[0]!r}")
-        return cls(**values)
+        return strict_from_dict(cls, values)
+
+
+def strict_from_dict(cls, values: dict):
+    """Build a config dataclass, naming the first key it does not know instead of a TypeError."""
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field {unknown[0]!r}")
+    return cls(**values)
 
 
 # --- one layer of ELM neurons ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Batch, Task, load_task
-from .model import ELMConfig, ELMNetwork, ELMState
+from .model import ELMConfig, ELMNetwork, ELMState, strict_from_dict
 from .params import count_parameters
 
 Report = Callable[[int, dict], None]
@@ -75,11 +75,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig has no field {unknown[0]!r}")
-        return cls(**values)
+        return strict_from_dict(cls, values)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -49,6 +49,21 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+def has_running_trial(store: ResultsStore, sweep: str) -> bool:
+    info = store.get_sweep(sweep)
+    return info is not None and bool(info.trial_counts.get("running"))
+
+
+@pytest.fixture
+def proxied_postgres(postgres_url):
+    """(proxy, URL through it): the database as the driver sees it, with a plug the test can pull."""
+    migrate.upgrade(postgres_url)
+    url = make_url(postgres_url)
+    proxy = TcpProxy((url.host, url.port or 5432)).start()
+    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy.stop()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_submit_runs_every_trial_and_stores_every_step_once(tmp_path, backend, request):
     db_url = request.getfixturevalue(f"{backend}_url")
@@ -96,17 +111,13 @@ def test_resume_after_kill_loses_no_results(tmp_path, postgres_url):
     store.close()
 
 
-def test_database_outage_during_a_sweep_loses_nothing(tmp_path, postgres_url):
-    url = make_url(postgres_url)
-    proxy = TcpProxy((url.host, url.port or 5432)).start()
-    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+def test_database_outage_during_a_sweep_loses_nothing(tmp_path, postgres_url, proxied_postgres):
+    proxy, proxied = proxied_postgres
     spec = tiny_spec("outage", training={**tiny_spec()["training"], "steps": 60}, max_concurrent=1)
-    migrate.upgrade(postgres_url)
     driver = start_cli(["submit", str(write_spec(tmp_path, spec))], cli_env(proxied, tmp_path / "state"))
     store = ResultsStore(postgres_url)
     try:
-        wait_for(lambda: store.get_sweep("outage") is not None and store.get_sweep("outage").trial_counts.get("running"),
-                 240, "a running trial")
+        wait_for(lambda: has_running_trial(store, "outage"), 240, "a running trial")
         proxy.stop()  # the database disappears for the driver
         time.sleep(15)
         proxy.start()
@@ -115,7 +126,6 @@ def test_database_outage_during_a_sweep_loses_nothing(tmp_path, postgres_url):
     finally:
         if driver.poll() is None:
             kill_group(driver)
-        proxy.stop()
     frame = store.summary_frame("outage")
     assert set(frame["status"]) == {"completed"}
     check_every_step_once(store, "outage", spec["training"])
@@ -235,8 +245,7 @@ def test_cancel_stops_a_running_sweep_and_resume_finishes_it(tmp_path, postgres_
     driver = start_cli(["submit", str(write_spec(tmp_path, spec))], env)
     store = ResultsStore(postgres_url)
     try:
-        wait_for(lambda: store.get_sweep("cancelled") is not None
-                 and store.get_sweep("cancelled").trial_counts.get("running"), 240, "a running trial")
+        wait_for(lambda: has_running_trial(store, "cancelled"), 240, "a running trial")
         assert run_cli(["cancel", "cancelled"], env).returncode == 0
         output, _ = driver.communicate(timeout=240)
         assert driver.returncode == 0, output
@@ -253,18 +262,14 @@ def test_cancel_stops_a_running_sweep_and_resume_finishes_it(tmp_path, postgres_
     store.close()
 
 
-def test_results_wait_in_the_outbox_when_the_database_stays_down(tmp_path, postgres_url):
-    url = make_url(postgres_url)
-    proxy = TcpProxy((url.host, url.port or 5432)).start()
-    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+def test_results_wait_in_the_outbox_when_the_database_stays_down(tmp_path, postgres_url, proxied_postgres):
+    proxy, proxied = proxied_postgres
     spec = tiny_spec("stays_down", budgets=[3000], max_concurrent=1)
     env = cli_env(proxied, tmp_path / "state")
-    migrate.upgrade(postgres_url)
     driver = start_cli(["submit", str(write_spec(tmp_path, spec))], env)
     store = ResultsStore(postgres_url)
     try:
-        wait_for(lambda: store.get_sweep("stays_down") is not None
-                 and store.get_sweep("stays_down").trial_counts.get("running"), 240, "a running trial")
+        wait_for(lambda: has_running_trial(store, "stays_down"), 240, "a running trial")
         proxy.stop()
         output, _ = driver.communicate(timeout=400)
         assert driver.returncode == 1, output
@@ -275,7 +280,6 @@ def test_results_wait_in_the_outbox_when_the_database_stays_down(tmp_path, postg
     finally:
         if driver.poll() is None:
             kill_group(driver)
-        proxy.stop()
     assert set(store.summary_frame("stays_down")["status"]) == {"completed"}
     check_every_step_once(store, "stays_down", spec["training"])
     store.close()
