@@ -28,7 +28,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # logs and pipes get the whole table
 errors = Console(stderr=True)
 
 DbOption = Annotated[
