@@ -250,10 +250,11 @@ def _print_frontier(store, name: str, metric: str | None = None) -> None:
     from analysis.fitting import FitError
     from analysis.frontier import per_budget_optimum
     from resultsdb.frames import METRIC_COLUMN, metric_frame
+    from resultsdb.models import ALLOCATION_COLUMNS
 
     frame, metric, mode = metric_frame(store, name, metric)
     try:
-        best = per_budget_optimum(frame, METRIC_COLUMN, mode, config_columns=_ALLOCATION)
+        best = per_budget_optimum(frame, METRIC_COLUMN, mode, config_columns=[c for c in ALLOCATION_COLUMNS if c != "seed"])
     except FitError:
         console.print(f"{name}: no finished trial has {metric} yet")
         return
@@ -269,9 +270,6 @@ def _print_frontier(store, name: str, metric: str | None = None) -> None:
             "" if runner != runner else str(int(row.runner_up_d_m)), "" if runner != runner else f"{runner:.4f}",
         )
     console.print(table)
-
-
-_ALLOCATION = ["budget", "n_hidden", "d_m", "d_mlp", "l_mlp", "d_tree", "d_branch", "rho_rec", "k_e", "k_c", "params_total"]
 
 
 @app.command()

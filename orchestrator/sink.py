@@ -95,7 +95,6 @@ class ResultSink:
         self.store, self.outbox = store, outbox
         self.on_delivered = on_delivered
         self.queue: queue.Queue[dict] = queue.Queue()
-        self.database_down_since: float | None = None
         self.last_error: Exception | None = None
         self._stop = threading.Event()
         self._retry_at = 0.0
@@ -129,10 +128,7 @@ class ResultSink:
             deliver(self.store, records)
         except Exception as error:  # noqa: BLE001 - whatever went wrong, the records stay on disk for a retry
             self.last_error = error
-            if self.database_down_since is None:
-                self.database_down_since = time.time()
             return False
-        self.database_down_since = None
         self.last_error = None
         self.outbox.mark_delivered(end)
         if self.on_delivered:

@@ -5,7 +5,6 @@ Every problem becomes one line naming the key path and the value; `load_spec` co
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -190,10 +189,6 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, str]:
     except OSError as error:
         raise SpecError([f"{path}: cannot read the spec ({error.strerror})"]) from None
     return parse_spec(text, str(path)), text
-
-
-def spec_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _describe(source: str, error: dict) -> str:
