@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from elm_core.fast_ops import WEIGHT_GRAD_ROWS  # noqa: E402
+from elm_core.fast_ops import SPARSE_INPUT_DENSITY, WEIGHT_GRAD_ROWS  # noqa: E402
 from elm_core.model import ELMConfig, ELMLayer, ELMNetwork  # noqa: E402
 from reference_elm import reference_forward  # noqa: E402
 
@@ -99,18 +99,21 @@ def kernel_seconds(fn, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def layer_arithmetic_seconds(layer: ELMLayer, n_sources: int, batch: int, steps: int, sources_grad: bool) -> float:
-    """The unavoidable work of one layer over a chunk: its matmul/SDDMM shapes timed alone, times their counts.
+def layer_arithmetic_seconds(layer: ELMLayer, sources: torch.Tensor, batch: int, steps: int, sources_grad: bool) -> float:
+    """The unavoidable work of one layer over a chunk: its matmul/gather shapes timed alone, times their counts.
 
-    Per step: the recurrent sparse matmul and its transpose, each MLP layer's bmm forward and backward, y = w_y m.
-    Per block of K steps: the feed-forward sparse matmul, the SDDMMs of both patterns, the weight-gradient bmms and,
-    where the sources need a gradient (the readout's sources are the hidden activities), the transposed matmul.
+    Per step: the recurrent sparse matmul and its transpose, each MLP layer's bmm forward and backward, y = w_y m, and
+    the feed-forward share: for sparse inputs (sources (C, T, B) mostly zero) the scatter of the active inputs'
+    synapse columns and its gradient gather, each timed as one index_add_ of that many synapses; for dense inputs
+    the sparse matmul and, where the sources need a gradient (the readout reads the hidden activities), its
+    transpose. Per block of K steps: the weight-gradient bmms and the SDDMMs of the dense patterns.
     """
     n, d_m = layer.n, layer.d_m
     ff_values, rec_values = (v.detach() for v in layer.synapse_values())
     block = max(1, WEIGHT_GRAD_ROWS // batch)
     n_blocks = -(-steps // block)
     rows = block * batch
+    n_sources = sources.shape[0]
     per_step = []
     per_block = []
     if layer.rec.nnz:
@@ -119,14 +122,21 @@ def layer_arithmetic_seconds(layer: ELMLayer, n_sources: int, batch: int, steps:
         per_step += [lambda: rec @ a_step, lambda: rec_t @ g_step]
         g_beta, a_cols = torch.randn(n * layer.d_tree, rows), torch.rand(rows, n)
         per_block.append(lambda: torch.sparse.sampled_addmm(rec, g_beta, a_cols, beta=0.0))
-    if layer.ff.nnz:
+    if layer.ff.nnz and torch.count_nonzero(sources) <= SPARSE_INPUT_DENSITY * sources.numel():
+        active = (sources != 0).sum((0, 2)).float().mean().item()  # active inputs per step, all batch elements
+        synapses = int(active * layer.ff.nnz / n_sources)  # their synapse columns
+        beta = torch.zeros(n * layer.d_tree)
+        index, values = torch.randint(0, n * layer.d_tree, (synapses,)), torch.randn(synapses)
+        per_step += [lambda: beta.index_add_(0, index, values)] * 2
+    elif layer.ff.nnz:
         ff = layer.ff.matrix(ff_values)
-        x_block, x_cols = torch.rand(n_sources, rows), torch.rand(rows, n_sources)
-        g_ff = torch.randn(n * layer.d_tree, rows)
-        per_block += [lambda: ff @ x_block, lambda: torch.sparse.sampled_addmm(ff, g_ff, x_cols, beta=0.0)]
+        x_step, x_cols = torch.rand(n_sources, batch), torch.rand(rows, n_sources)
+        g_ff, g_step = torch.randn(n * layer.d_tree, rows), torch.randn(n * layer.d_tree, batch)
+        per_step.append(lambda: ff @ x_step)
+        per_block.append(lambda: torch.sparse.sampled_addmm(ff, g_ff, x_cols, beta=0.0))
         if sources_grad:
             ff_t = layer.ff.transposed(ff_values)
-            per_block.append(lambda: ff_t @ g_ff)
+            per_step.append(lambda: ff_t @ g_step)
     for w in layer.mlp_w:
         fan_out, fan_in = w.shape[1:]
         w_t, w_c = torch.randn(n, fan_in, fan_out), torch.randn(n, fan_out, fan_in)
@@ -157,8 +167,10 @@ def measure_cpu(name: str, repeats: int) -> dict:
                              if name != "shd" else y, last_only=name == "shd")
     ref_s = median_seconds(ref_step, 1) * steps / ref_steps
 
-    arithmetic_s = layer_arithmetic_seconds(net.hidden, cfg.n_input, batch, steps, sources_grad=False)
-    arithmetic_s += layer_arithmetic_seconds(net.readout, cfg.n_hidden, batch, steps, sources_grad=True)
+    hidden_inputs = net.embed(x).permute(2, 1, 0)  # (C, T, B)
+    arithmetic_s = layer_arithmetic_seconds(net.hidden, hidden_inputs, batch, steps, sources_grad=False)
+    dense = torch.ones(cfg.n_hidden, 1, batch)  # the readout's sources, the hidden activities, count as dense
+    arithmetic_s += layer_arithmetic_seconds(net.readout, dense, batch, steps, sources_grad=True)
     tokens = batch * steps
     return {
         "config": name, "threads": torch.get_num_threads(), "tokens_per_s": tokens / step_s,

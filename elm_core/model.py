@@ -213,14 +213,14 @@ class ELMLayer(nn.Module):
         return LayerState(torch.zeros(self.n, self.d_m, batch, device=device, dtype=dtype), zeros, zeros)
 
     def decays(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """kappa_m and 1 - kappa_lambda, each (N, 1, d_m)."""
-        tau_m = self.log_tau_m.exp().unsqueeze(1)  # (N, 1, d_m)
+        """kappa_m and 1 - kappa_lambda, each (N, d_m)."""
+        tau_m = self.log_tau_m.exp()
         kappa_m = torch.exp(-1.0 / tau_m)
         gate = 1.0 - torch.exp(-LAMBDA / tau_m)  # 1 - kappa_lambda
         return kappa_m, gate
 
     def scan(self, sources: torch.Tensor, state: LayerState, rec_keep: torch.Tensor | None):
-        """Run the layer over a chunk. sources: external inputs (C, T*B); rec_keep: recurrent dropout mask (N, B).
+        """Run the layer over a chunk. sources: external inputs (C, T, B); rec_keep: recurrent dropout mask (N, B).
 
         Returns the activities (T, N, B), the new state and the mean |MLP output| of each neuron (N,).
         """
@@ -229,9 +229,9 @@ class ELMLayer(nn.Module):
         mlp = [t for pair in zip(self.mlp_w, self.mlp_b) for t in pair]
         activity, m, r, mlp_abs = LayerScan.apply(
             self.scan_spec, sources, ff_values, rec_values, kappa_m, gate * MEMORY_GAIN, self.w_y, self.bias,
-            state.m.transpose(1, 2), state.r, state.a, rec_keep, *mlp,
+            state.m, state.r, state.a, rec_keep, *mlp,
         )
-        return activity, LayerState(m.transpose(1, 2), r, activity[-1]), mlp_abs
+        return activity, LayerState(m, r, activity[-1]), mlp_abs
 
 
 # --- the network -------------------------------------------------------------------------------------------------
@@ -291,10 +291,9 @@ class ELMNetwork(nn.Module):
         # The recurrence runs in fp32 even under autocast: bf16 steps drift from the reference over long sequences.
         with torch.autocast(x.device.type, enabled=False):
             state = _as_float(state)
-            hidden_a, hidden_state, mlp_abs = hidden.scan(inputs.reshape(n_in, -1).float(), state.hidden, rec_keep)
+            hidden_a, hidden_state, mlp_abs = hidden.scan(inputs.float(), state.hidden, rec_keep)  # (T, N, B)
             # The readout reads only the hidden layer's current activity.
-            readout_in = hidden_a.permute(1, 0, 2).reshape(hidden.n, steps * batch)  # (N, T*B)
-            readout_a, readout_state, _ = readout.scan(readout_in, state.readout, None)  # (T, n_out, B)
+            readout_a, readout_state, _ = readout.scan(hidden_a.permute(1, 0, 2), state.readout, None)  # (T, n_out, B)
         logits = self.output(readout_a.permute(2, 0, 1))  # (B, T, n_out)
         return ELMOutput(
             logits=logits,

@@ -1,5 +1,6 @@
 """The fast path (fast_ops.LayerScan with its hand-written backward) equals the plain per-neuron reference:
-outputs, regulariser terms, every parameter's gradient and the gradient of a carried-in state."""
+outputs, regulariser terms, every parameter's gradient and the gradient of a carried-in state — with the C++ step
+loops and with the torch-ops loops, for dense inputs and for sparse ones (scattered from the nonzero inputs)."""
 
 import sys
 from pathlib import Path
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from elm_core import fast_ops
+from elm_core.step_kernels import TorchSteps, cpu_kernel
 from elm_core.model import ELMConfig, ELMNetwork, ELMState, LayerState, _variational_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -96,16 +99,53 @@ CASES = [
 ]
 
 
+class RecordingSteps:
+    """The step loops under test, recording whether the hidden layer took the sparse-input path."""
+
+    def __init__(self, steps):
+        self.steps, self.ff_sparse = steps, []
+
+    def forward_block(self, *args):
+        self.ff_sparse.append(args[11])
+        self.steps.forward_block(*args)
+
+    def backward_block(self, *args):
+        self.steps.backward_block(*args)
+
+
+@pytest.fixture(params=["cpp", "torch"])
+def step_loops(request, monkeypatch) -> RecordingSteps:
+    recording = RecordingSteps(cpu_kernel() if request.param == "cpp" else TorchSteps)
+    if request.param == "cpp" and recording.steps is TorchSteps:
+        pytest.fail("the C++ step loops did not build on this machine")
+    monkeypatch.setattr(fast_ops, "steps_for", lambda device: recording)
+    monkeypatch.setattr(fast_ops, "TorchSteps", recording if request.param == "torch" else TorchSteps)
+    return recording
+
+
+def chunk_inputs(kind: str, cfg: ELMConfig, batch: int, steps: int) -> torch.Tensor:
+    """Dense: token ids over 7 symbols (one-hot density 1/7). Sparse: spikes on 2 of 40 channels per step."""
+    generator = torch.Generator().manual_seed(5)
+    if kind == "dense":
+        return torch.randint(0, cfg.n_input, (batch, steps), generator=generator)
+    spikes = torch.zeros(batch, steps, cfg.n_input)
+    channels = torch.randint(0, cfg.n_input, (batch, steps, 2), generator=generator)
+    return spikes.scatter_(2, channels, 1.0)
+
+
+@pytest.mark.parametrize("inputs", ["dense", "sparse"])
 @pytest.mark.parametrize("changes", CASES)
-def test_fast_path_outputs_and_every_gradient_equal_the_reference(changes):
-    cfg = small_config(**changes)
+def test_fast_path_outputs_and_every_gradient_equal_the_reference(changes, inputs, step_loops):
+    cfg = small_config(**changes, **({"n_input": 40} if inputs == "sparse" else {}))
     fast_net, slow_net = ELMNetwork(cfg).train(), ELMNetwork(cfg).train()
-    x = torch.randint(0, cfg.n_input, (3, 7))
+    x = chunk_inputs(inputs, cfg, 3, 7)
     fast_state, slow_state = carried_state(fast_net, 3), carried_state(slow_net, 3)
 
     torch.manual_seed(MASK_SEED)
     fast = fast_net(x, fast_state)
     slow = reference_run(slow_net, x, slow_state)
+    scattered = inputs == "sparse" and step_loops.steps is not TorchSteps and fast_net.hidden.ff.nnz > 0
+    assert step_loops.ff_sparse[0] == scattered
     assert_close_relative(fast.logits, slow[0], "logits")
     assert_close_relative(fast.mlp_out_abs, slow[2], "mlp_out_abs")
     assert_close_relative(fast.activity, slow[3], "activity")
@@ -125,11 +165,12 @@ def test_fast_path_outputs_and_every_gradient_equal_the_reference(changes):
             assert_close_relative(a.grad, expected, "carried-in state")
 
 
-def test_long_chunk_spans_several_weight_gradient_blocks():
+@pytest.mark.parametrize("inputs", ["dense", "sparse"])
+def test_long_chunk_spans_several_weight_gradient_blocks(inputs, step_loops):
     """T*B above the block size: blocks must hand the state and its gradient over exactly."""
-    cfg = small_config(l_mlp=2, rho_rec=0.7)
+    cfg = small_config(l_mlp=2, rho_rec=0.7, **({"n_input": 40} if inputs == "sparse" else {}))
     fast_net, slow_net = ELMNetwork(cfg), ELMNetwork(cfg)
-    x = torch.randint(0, cfg.n_input, (2, 140))  # 2 x 140 = 280 rows: three blocks of WEIGHT_GRAD_ROWS = 128
+    x = chunk_inputs(inputs, cfg, 2, 140)  # 2 x 140 = 280 rows: three blocks of WEIGHT_GRAD_ROWS = 128
     fast = fast_net(x)
     slow = reference_run(slow_net, x, slow_net.initial_state(2))
     assert_close_relative(fast.logits, slow[0], "logits")
