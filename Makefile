@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[dev]'
+	# Build the C++ step loops now (cached per machine) rather than inside the first training trial.
+	$(BIN)/python -c "from elm_core.step_kernels import cpu_kernel; cpu_kernel()"
 	touch $(STAMP)
 
 quickstart: install
