@@ -421,27 +421,24 @@ class ResultsStore:
 
     def write_results(self, batch: Iterable[tuple[str, int, Mapping[str, float | None], float]]) -> int:
         """Upsert (trial_id, step, {metric: value}, wall_time) items; returns how many stored points changed."""
-        points = writes.normalize_results(batch)
-        keys = sorted(points)
+        rows = writes.point_rows(batch)
+        postgres = self.engine.dialect.name == "postgresql"
+        points = writes.CopyBatch(rows) if postgres else writes.PointBatch.from_rows(rows)
         changed = 0
-        for start in range(0, len(keys), MAX_POINTS_PER_TRANSACTION):
-            chunk = {key: points[key] for key in keys[start : start + MAX_POINTS_PER_TRANSACTION]}
+        for chunk in points.chunks(MAX_POINTS_PER_TRANSACTION):
             changed += self._write(lambda connection, chunk=chunk: self._write_chunk(connection, chunk))
         return changed
 
-    def _write_chunk(self, connection: Connection, points: Mapping[writes.PointKey, writes.Point]) -> int:
-        trial_ids = {trial_id for trial_id, _, _ in points}
-        unknown = trial_ids - self._trial_contexts.keys()
+    def _write_chunk(self, connection: Connection, chunk: writes.PointBatch | writes.CopyBatch) -> int:
+        unknown = chunk.trial_ids - self._trial_contexts.keys()
         if unknown:
             self._trial_contexts.update(writes.trial_contexts(connection, unknown))
             missing = sorted(unknown - self._trial_contexts.keys())
             if missing:
                 raise NotFound(f"trial {missing[0]!r} does not exist (add it with add_trials first)")
-        changed = writes.upsert_points(connection, points)
-        for mode, columns in sorted(writes.summarize(points, self._trial_contexts).items()):
-            writes.merge_summaries(connection, mode, columns)
-        writes.append_events(connection, writes.result_events(points, changed, self._trial_contexts))
-        return len(changed)
+        changed, changes = chunk.write(connection, self._trial_contexts)
+        writes.append_events(connection, writes.result_events(changes, self._trial_contexts))
+        return changed
 
     # Queries
 

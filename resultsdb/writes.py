@@ -9,22 +9,49 @@ Rules that make a batch safe to deliver twice or out of order:
 - a "results" event is appended only for trials whose stored points changed, so a duplicate batch
   appends nothing.
 Every statement visits its keys in sorted order, so concurrent writers cannot deadlock on each other.
+
+Within a batch, a key delivered twice keeps the point of larger rank before anything is written.
+
+Two carriers apply these rules. Postgres: ``CopyBatch`` COPYs the batch (binary) into a temporary
+table of the session; then one statement keeps one point per key, inserts them into the series,
+merges the summaries it computes from them and returns what the events need (per-point parameters
+and aggregating in Python cost more than the server's work). SQLite (in-process): ``PointBatch``
+keeps one point per key and aggregates in Python, then writes with executemany.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Connection, String, Text, and_, bindparam, case, cast, func, or_, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Double,
+    MetaData,
+    Select,
+    Table,
+    Text,
+    and_,
+    case,
+    exc,
+    func,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.event import contains, listen
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.selectable import CTE
 
 from resultsdb.models import Event, MetricMode, MetricPoint, Sweep, Trial, TrialSummary
 
@@ -34,7 +61,10 @@ EVENT_APPEND_LOCK = 0x656C_6D73
 
 PointKey = tuple[str, str, int]  # (trial_id, metric, step)
 Point = tuple[float, float | None]  # (wall_time, value)
-Columns = dict[str, list[Any]]  # column name -> values, one per row
+ResultItem = tuple[str, int, Mapping[str, float | None], float]  # (trial_id, step, {metric: value}, wall_time)
+PointRow = tuple[str, int, float, str, float | None]  # (trial_id, step, wall_time, metric, value)
+# Per trial with changed points: its newest changed step and the batch's values at that step.
+Changes = dict[str, tuple[int, dict[str, float | None]]]
 
 
 @dataclass(frozen=True)
@@ -65,46 +95,10 @@ def dialect_insert(connection: Connection, model: type) -> Insert:
     return insert(model)
 
 
-def _postgres_array(values: Sequence[Any], quoted: bool) -> str:
-    if quoted:
-        items = ('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
-    else:
-        items = ("NULL" if value is None else repr(value) for value in values)
-    return "{" + ",".join(items) + "}"
-
-
-def bulk_insert(connection: Connection, model: type, columns: Columns) -> tuple[Insert, Any]:
-    """An INSERT of many rows given column-wise, and the parameters to execute it with.
-
-    Postgres gets one statement over unnest()ed arrays passed as array text: psycopg would adapt
-    Python lists element by element, and a long multi-row VALUES costs it a client-side parse per
-    statement; either would dominate ingest time. SQLite gets an executemany (in-process, fast).
-    """
-    statement = dialect_insert(connection, model)
-    names = list(columns)
-    if connection.dialect.name != "postgresql":
-        return statement, [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-    types = [model.__table__.c[name].type for name in names]
-    # Text arrays are cast to text[]: the column's collation is applied on assignment.
-    element_types = [Text() if isinstance(type_, String) else type_ for type_ in types]
-    arrays = [
-        cast(bindparam(f"{name}_array", type_=Text), ARRAY(element_type))
-        for name, element_type in zip(names, element_types)
-    ]
-    source = func.unnest(*arrays).table_valued(*names).render_derived()
-    statement = statement.from_select(names, select(*(source.c[name] for name in names)))
-    parameters = {
-        f"{name}_array": _postgres_array(columns[name], isinstance(type_, String))
-        for name, type_ in zip(names, types)
-    }
-    return statement, parameters
-
-
-def normalize_results(
-    batch: Iterable[tuple[str, int, Mapping[str, float | None], float]],
-) -> dict[PointKey, Point]:
-    """Flatten (trial_id, step, {metric: value}, wall_time) items into one point per key."""
-    points: dict[PointKey, Point] = {}
+def point_rows(batch: Iterable[ResultItem]) -> list[PointRow]:
+    """Flatten (trial_id, step, {metric: value}, wall_time) items into one row per point, in the order
+    given; NaN becomes None (stored as NULL: SQLite cannot store NaN)."""
+    rows: list[PointRow] = []
     for index, item in enumerate(batch):
         try:
             trial_id, step, metrics, wall_time = item
@@ -113,13 +107,10 @@ def normalize_results(
             raise ValueError(
                 f"result {index}: expected (trial_id, step, {{metric: value}}, wall_time), got {item!r}"
             ) from None
-        for metric, raw_value in metrics.items():
-            value = None if raw_value is None or math.isnan(raw_value) else float(raw_value)
-            key, point = (trial_id, str(metric), step), (wall_time, value)
-            known = points.get(key)
-            if known is None or rank(point) > rank(known):
-                points[key] = point
-    return points
+        for metric, value in metrics.items():
+            value = None if value is None or math.isnan(value) else float(value)
+            rows.append((trial_id, step, wall_time, str(metric), value))
+    return rows
 
 
 def trial_contexts(connection: Connection, trial_ids: Iterable[str]) -> dict[str, TrialContext]:
@@ -131,28 +122,18 @@ def trial_contexts(connection: Connection, trial_ids: Iterable[str]) -> dict[str
     return {row.id: TrialContext(row.sweep_id, row.mode, row.metric_modes) for row in rows}
 
 
-def upsert_points(connection: Connection, points: Mapping[PointKey, Point]) -> list[tuple[str, int]]:
-    """Insert or replace points; returns (trial_id, step) of every stored row that changed."""
-    keys = sorted(points)
-    columns: Columns = {
-        "trial_id": [trial_id for trial_id, _, _ in keys],
-        "metric": [metric for _, metric, _ in keys],
-        "step": [step for _, _, step in keys],
-        "value": [points[key][1] for key in keys],
-        "wall_time": [points[key][0] for key in keys],
-    }
-    statement, parameters = bulk_insert(connection, MetricPoint, columns)
+def replace_older_points(statement: Insert) -> Insert:
+    """ON CONFLICT rule of the series: the point of larger rank survives."""
     stored, incoming = MetricPoint.__table__.c, statement.excluded
     replaces = or_(
         incoming.wall_time > stored.wall_time,
         and_(incoming.wall_time == stored.wall_time, incoming.value > stored.value),
     )
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[stored.trial_id, stored.metric, stored.step],
         set_={"value": incoming.value, "wall_time": incoming.wall_time},
         where=replaces,
-    ).returning(stored.trial_id, stored.step)
-    return [(trial_id, step) for trial_id, step in connection.execute(statement, parameters).all()]
+    )
 
 
 SUMMARY_FIELDS = (
@@ -168,39 +149,8 @@ SUMMARY_FIELDS = (
 )
 
 
-def summarize(points: Mapping[PointKey, Point], contexts: Mapping[str, TrialContext]) -> dict[str, Columns]:
-    """Aggregate a batch per (trial, metric), column-wise and grouped by the metric's mode."""
-    by_mode: dict[str, Columns] = {}
-    for (trial_id, metric), group in groupby(sorted(points), key=lambda key: key[:2]):
-        steps = [key[2] for key in group]  # ascending
-        mode = contexts[trial_id].mode(metric)
-        last_wall_time, last_value = points[(trial_id, metric, steps[-1])]
-        valued = [(step, value) for step in steps if (value := points[(trial_id, metric, step)][1]) is not None]
-        values = [value for _, value in valued]
-        best_step = best_value = None
-        if valued:
-            best_value = min(values) if mode == MetricMode.MIN else max(values)
-            best_step = next(step for step, value in valued if value == best_value)
-        row = (
-            trial_id,
-            metric,
-            steps[-1],
-            last_value,
-            last_wall_time,
-            min(values, default=None),
-            max(values, default=None),
-            best_value,
-            best_step,
-        )
-        columns = by_mode.setdefault(mode, {field: [] for field in SUMMARY_FIELDS})
-        for field, value in zip(SUMMARY_FIELDS, row, strict=True):
-            columns[field].append(value)
-    return by_mode
-
-
-def merge_summaries(connection: Connection, mode: str, columns: Columns) -> None:
-    """Merge batch aggregates into trial_summary with order-independent rules."""
-    statement, parameters = bulk_insert(connection, TrialSummary, columns)
+def merge_summaries(statement: Insert, mode: str) -> Insert:
+    """ON CONFLICT rules that merge batch aggregates (of metrics in `mode`) into trial_summary."""
     stored, incoming = TrialSummary.__table__.c, statement.excluded
     incoming_is_later = or_(
         stored.last_step.is_(None),
@@ -233,7 +183,7 @@ def merge_summaries(connection: Connection, mode: str, columns: Columns) -> None
     def pick(condition, column: str):
         return case((condition, incoming[column]), else_=stored[column])
 
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[stored.trial_id, stored.metric],
         set_={
             "last_step": pick(incoming_is_later, "last_step"),
@@ -249,7 +199,285 @@ def merge_summaries(connection: Connection, mode: str, columns: Columns) -> None
             "best_step": pick(incoming_is_best, "best_step"),
         },
     )
-    connection.execute(statement, parameters)
+
+
+# SQLite: points and summaries computed here, written with executemany.
+
+
+@dataclass(frozen=True)
+class PointBatch:
+    """One point per key, the largest rank kept (SQLite)."""
+
+    points: dict[PointKey, Point]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[PointRow]) -> PointBatch:
+        points: dict[PointKey, Point] = {}
+        for trial_id, step, wall_time, metric, value in rows:
+            key, point = (trial_id, metric, step), (wall_time, value)
+            known = points.get(key)
+            if known is None or rank(point) > rank(known):
+                points[key] = point
+        return cls(points)
+
+    @property
+    def trial_ids(self) -> set[str]:
+        return {trial_id for trial_id, _, _ in self.points}
+
+    def chunks(self, size: int) -> list[PointBatch]:
+        keys = sorted(self.points)
+        return [
+            PointBatch({key: self.points[key] for key in keys[start : start + size]})
+            for start in range(0, len(keys), size)
+        ]
+
+    def write(self, connection: Connection, contexts: Mapping[str, TrialContext]) -> tuple[int, Changes]:
+        """Upsert the points and merge their summaries; returns how many points changed, and the changes."""
+        changed = upsert_points(connection, self.points)
+        for mode, rows in sorted(summarize(self.points, contexts).items()):
+            connection.execute(merge_summaries(sqlite_insert(TrialSummary), mode), rows)
+        return len(changed), newest_changes(self.points, changed)
+
+
+def upsert_points(connection: Connection, points: Mapping[PointKey, Point]) -> list[tuple[str, int]]:
+    """Insert or replace points; returns (trial_id, step) of every stored row that changed."""
+    rows = [
+        {"trial_id": trial_id, "metric": metric, "step": step, "value": value, "wall_time": wall_time}
+        for (trial_id, metric, step), (wall_time, value) in sorted(points.items())
+    ]
+    stored = MetricPoint.__table__.c
+    statement = replace_older_points(sqlite_insert(MetricPoint)).returning(stored.trial_id, stored.step)
+    return [(trial_id, step) for trial_id, step in connection.execute(statement, rows).all()]
+
+
+def summarize(
+    points: Mapping[PointKey, Point], contexts: Mapping[str, TrialContext]
+) -> dict[str, list[dict[str, Any]]]:
+    """Aggregate a batch per (trial, metric), grouped by the metric's mode."""
+    by_mode: dict[str, list[dict[str, Any]]] = {}
+    for (trial_id, metric), group in groupby(sorted(points), key=lambda key: key[:2]):
+        steps = [key[2] for key in group]  # ascending
+        mode = contexts[trial_id].mode(metric)
+        last_wall_time, last_value = points[(trial_id, metric, steps[-1])]
+        valued = [(step, value) for step in steps if (value := points[(trial_id, metric, step)][1]) is not None]
+        values = [value for _, value in valued]
+        best_step = best_value = None
+        if valued:
+            best_value = min(values) if mode == MetricMode.MIN else max(values)
+            best_step = next(step for step, value in valued if value == best_value)
+        row = (
+            trial_id,
+            metric,
+            steps[-1],
+            last_value,
+            last_wall_time,
+            min(values, default=None),
+            max(values, default=None),
+            best_value,
+            best_step,
+        )
+        by_mode.setdefault(mode, []).append(dict(zip(SUMMARY_FIELDS, row, strict=True)))
+    return by_mode
+
+
+def newest_changes(points: Mapping[PointKey, Point], changed: Iterable[tuple[str, int]]) -> Changes:
+    newest: dict[str, int] = {}
+    for trial_id, step in changed:
+        newest[trial_id] = max(step, newest.get(trial_id, step))
+    metrics = sorted({metric for _, metric, _ in points})
+    return {
+        trial_id: (step, {m: points[(trial_id, m, step)][1] for m in metrics if (trial_id, m, step) in points})
+        for trial_id, step in newest.items()
+    }
+
+
+# Postgres: the batch is COPYed into a temporary table of the session and merged by the server.
+
+# Columns in PointRow order; the key columns compare byte-wise, like the tables' ("C" collation).
+BATCH_TABLE = Table(
+    "elmscale_ingest_batch",
+    MetaData(),
+    Column("trial_id", Text(collation="C")),
+    # Wider than the series' step: the binary int4 format would wrap a larger step around silently,
+    # where the insert into the series refuses it ("integer out of range").
+    Column("step", BigInteger),
+    Column("wall_time", Double),
+    Column("metric", Text(collation="C")),
+    Column("value", Double),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DELETE ROWS",
+)
+# Binary COPY: no float formatting here nor parsing there; each column's Postgres type is named.
+COPY_INTO_BATCH = f"COPY {BATCH_TABLE.name} ({', '.join(BATCH_TABLE.c.keys())}) FROM STDIN (FORMAT BINARY)"
+BATCH_COPY_TYPES = ("text", "int8", "float8", "text", "float8")
+# Key in the info of a DBAPI connection (it lives as long as the session and its temporary table).
+BATCH_TABLE_CREATED = "elmscale_batch_table_created"
+UNIQUE_VIOLATION = "23505"
+
+
+@dataclass(frozen=True)
+class CopyBatch:
+    """Points as delivered, duplicates included, merged by the server (Postgres)."""
+
+    rows: list[PointRow]
+
+    @property
+    def trial_ids(self) -> set[str]:
+        return {row[0] for row in self.rows}
+
+    def chunks(self, size: int) -> list[CopyBatch]:
+        return [CopyBatch(self.rows[start : start + size]) for start in range(0, len(self.rows), size)]
+
+    def write(self, connection: Connection, contexts: Mapping[str, TrialContext]) -> tuple[int, Changes]:
+        """Like PointBatch.write; the server reads each metric's mode itself, so `contexts` is not needed."""
+        ensure_batch_table(connection)
+        with (
+            driver_errors_raised_like_execute(connection, COPY_INTO_BATCH),
+            connection.connection.driver_connection.cursor() as cursor,
+            cursor.copy(COPY_INTO_BATCH) as copy,
+        ):
+            copy.set_types(BATCH_COPY_TYPES)
+            for row in self.rows:
+                copy.write_row(row)
+        # Most batches bring only new points: with a plain INSERT a whole flush took a third less time
+        # than with INSERT ... ON CONFLICT. When a point is stored already, the savepoint undoes it.
+        try:
+            with connection.begin_nested():
+                newest = connection.execute(INSERT_NEW_BATCH).all()
+        except exc.IntegrityError as error:
+            if getattr(error.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
+            newest = connection.execute(UPSERT_BATCH).all()
+        changed, changes = 0, {}
+        for trial_id, step, changed_points, metric, value in newest:
+            if trial_id not in changes:
+                changes[trial_id] = (step, {})
+                changed += changed_points
+            changes[trial_id][1][metric] = value
+        return changed, changes
+
+
+@contextmanager
+def driver_errors_raised_like_execute(connection: Connection, statement: str) -> Iterator[None]:
+    """Errors of work done on the driver connection, wrapped as execute() wraps them (so that, e.g.,
+    a refused value is a ``sqlalchemy.exc.DataError``)."""
+    driver_error = connection.dialect.loaded_dbapi.Error
+    try:
+        yield
+    except driver_error as error:
+        raise exc.DBAPIError.instance(statement, None, error, driver_error) from error
+
+
+def ensure_batch_table(connection: Connection) -> None:
+    """Create the session's batch table on first use (checkfirst: a rollback may have dropped it)."""
+    if connection.info.get(BATCH_TABLE_CREATED):
+        return
+    if not contains(connection.engine, "rollback", forget_batch_table):
+        listen(connection.engine, "rollback", forget_batch_table)
+    BATCH_TABLE.create(connection, checkfirst=True)
+    connection.info[BATCH_TABLE_CREATED] = True
+
+
+def forget_batch_table(connection: Connection) -> None:
+    """A rolled-back transaction takes a table it created along; an invalidated connection has no table."""
+    if not connection.invalidated:
+        connection.info.pop(BATCH_TABLE_CREATED, None)
+
+
+def batch_points() -> CTE:
+    """The batch with one point per key, the largest rank kept, in key order."""
+    batch = BATCH_TABLE.c
+    return (
+        select(batch.trial_id, batch.metric, batch.step, batch.value, batch.wall_time)
+        .ext(distinct_on(batch.trial_id, batch.metric, batch.step))
+        .order_by(batch.trial_id, batch.metric, batch.step, batch.wall_time.desc(), batch.value.desc().nulls_last())
+        .cte("points")
+    )
+
+
+def batch_aggregates(points: CTE) -> CTE:
+    """Per (trial, metric) of the batch: its mode and what ``summarize`` computes, with the best
+    step for either mode. Window aggregates, then filtered ones: ordered aggregates (array_agg with
+    ORDER BY) sort every group apart and cost several times more."""
+    group = (points.c.trial_id, points.c.metric)
+    framed = select(
+        points,
+        func.max(points.c.step).over(partition_by=group).label("last_step"),
+        func.min(points.c.value).over(partition_by=group).label("min_value"),
+        func.max(points.c.value).over(partition_by=group).label("max_value"),
+    ).subquery("framed")
+    at_last_step = framed.c.step == framed.c.last_step  # one point: the batch has one per key
+    grouped = (
+        select(
+            framed.c.trial_id,
+            framed.c.metric,
+            func.max(framed.c.step).label("last_step"),
+            func.max(framed.c.value).filter(at_last_step).label("last_value"),
+            func.max(framed.c.wall_time).filter(at_last_step).label("last_wall_time"),
+            func.min(framed.c.value).label("min_value"),
+            func.max(framed.c.value).label("max_value"),
+            func.min(framed.c.step).filter(framed.c.value == framed.c.min_value).label("min_step"),
+            func.min(framed.c.step).filter(framed.c.value == framed.c.max_value).label("max_step"),
+        )
+        .group_by(framed.c.trial_id, framed.c.metric)
+        .subquery("grouped")
+    )
+    # TrialContext.mode, on the server: per group a subquery, which looks its trial up by primary key
+    # (a join would read every trial of the database) and parses the sweep's JSON once.
+    mode = (
+        select(func.coalesce(Sweep.metric_modes[grouped.c.metric].as_string(), Sweep.mode))
+        .join_from(Trial, Sweep, Sweep.id == Trial.sweep_id)
+        .where(Trial.id == grouped.c.trial_id)
+        .scalar_subquery()
+    )
+    return select(grouped, mode.label("mode")).cte("aggregates")
+
+
+def merge_batch_summaries(aggregates: CTE, mode: str) -> CTE:
+    """Merge the aggregates of metrics in `mode` into trial_summary."""
+    best_value, best_step = (
+        (aggregates.c.min_value, aggregates.c.min_step)
+        if mode == MetricMode.MIN
+        else (aggregates.c.max_value, aggregates.c.max_step)
+    )
+    shared = (aggregates.c[field] for field in SUMMARY_FIELDS if not field.startswith("best_"))
+    summaries = (
+        select(*shared, best_value, best_step)
+        .where(aggregates.c.mode == mode)
+        .order_by(aggregates.c.trial_id, aggregates.c.metric)
+    )
+    return merge_summaries(postgresql_insert(TrialSummary).from_select(SUMMARY_FIELDS, summaries), mode).cte(
+        f"merge_{mode}"
+    )
+
+
+def apply_batch(points_are_new: bool) -> Select:
+    """One statement: insert (`points_are_new`: failing on a stored key) or upsert the batch's points,
+    merge its summaries, and return, for each trial with changed points, one row per metric the batch
+    has at the trial's newest changed step: (trial_id, step, points changed in the trial, metric, value)."""
+    points = batch_points()
+    stored = MetricPoint.__table__.c
+    # In key order: the order of `points` (a second ORDER BY here would sort again).
+    insert = postgresql_insert(MetricPoint).from_select(list(points.c.keys()), select(points))
+    if not points_are_new:
+        insert = replace_older_points(insert)
+    changed = insert.returning(stored.trial_id, stored.step).cte("changed")
+    aggregates = batch_aggregates(points)
+    newest = (
+        select(changed.c.trial_id, func.max(changed.c.step).label("step"), func.count().label("changed"))
+        .group_by(changed.c.trial_id)
+        .subquery("newest")
+    )
+    return (
+        select(newest.c.trial_id, newest.c.step, newest.c.changed, points.c.metric, points.c.value)
+        .join_from(newest, points, and_(points.c.trial_id == newest.c.trial_id, points.c.step == newest.c.step))
+        .order_by(newest.c.trial_id, points.c.metric)
+        .add_cte(*(merge_batch_summaries(aggregates, mode) for mode in sorted(MetricMode)))
+    )
+
+
+INSERT_NEW_BATCH = apply_batch(points_are_new=True)
+UPSERT_BATCH = apply_batch(points_are_new=False)
 
 
 def set_final_values(connection: Connection, trial_id: str, final: Mapping[str, float]) -> None:
@@ -265,20 +493,11 @@ def set_final_values(connection: Connection, trial_id: str, final: Mapping[str, 
     connection.execute(statement, rows)
 
 
-def result_events(
-    points: Mapping[PointKey, Point],
-    changed: Iterable[tuple[str, int]],
-    contexts: Mapping[str, TrialContext],
-) -> list[dict[str, Any]]:
+def result_events(changes: Changes, contexts: Mapping[str, TrialContext]) -> list[dict[str, Any]]:
     """One "results" event per sweep: for each trial with changed points, its newest changed step
     and the values there (one event per trial would make appending events cost more than the points)."""
-    newest: dict[str, int] = {}
-    for trial_id, step in changed:
-        newest[trial_id] = max(step, newest.get(trial_id, step))
-    metrics = sorted({metric for _, metric, _ in points})
     trials_by_sweep: dict[int, dict[str, Any]] = {}
-    for trial_id, step in sorted(newest.items()):
-        values = {m: points[(trial_id, m, step)][1] for m in metrics if (trial_id, m, step) in points}
+    for trial_id, (step, values) in sorted(changes.items()):
         trials_by_sweep.setdefault(contexts[trial_id].sweep_id, {})[trial_id] = {"step": step, "values": values}
     return [
         {"kind": "results", "sweep_id": sweep_id, "payload": {"trials": trials}}

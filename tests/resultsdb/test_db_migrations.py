@@ -51,6 +51,21 @@ def test_schema_comparison_notices_a_missing_index(db_url):
     assert [(kind, index.name) for kind, index in differences] == [("add_index", "ix_trial_sweep_id_d_m")]
 
 
+def test_the_summary_index_covers_best_value_on_postgres(postgres_url):
+    """Autogenerate does not compare INCLUDE columns, so this checks them."""
+    migrate.upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        (index,) = inspect(engine).get_indexes("trial_summary")
+    finally:
+        engine.dispose()
+
+    assert (index["column_names"], index["dialect_options"]) == (
+        ["metric", "trial_id"],
+        {"postgresql_include": ["best_value"]},
+    )
+
+
 def test_upgrade_downgrade_upgrade_round_trip(db_url):
     assert migrate.current(db_url) is None
     assert not migrate.is_at_head(db_url)

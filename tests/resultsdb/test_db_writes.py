@@ -6,8 +6,9 @@ import random
 
 import pytest
 from dbtesting import SWEEP, create_sweep, table_rows
+from sqlalchemy import exc
 
-from resultsdb import NotFound
+from resultsdb import DatabaseUnavailable, NotFound, ResultsStore, migrate, writes
 from resultsdb import store as store_module
 
 
@@ -171,3 +172,60 @@ def test_results_events_carry_the_newest_changed_step(store, trial_ids):
         {"trials": {trial_ids[0]: {"step": 3, "values": {"bpc": 2.7}}}},
         {"trials": {trial_ids[1]: {"step": 0, "values": {"bpc": 2.5}}}},
     ]
+
+
+def test_a_key_repeated_within_a_batch_keeps_the_point_of_larger_rank(store, trial_ids):
+    trial_id = trial_ids[0]
+    batch = [
+        (trial_id, 5, {"bpc": 2.0}, 200.0),
+        (trial_id, 5, {"bpc": 1.0}, 100.0),  # older
+        (trial_id, 6, {"bpc": 1.0}, 300.0),
+        (trial_id, 6, {"bpc": 1.5}, 300.0),  # as recent, larger
+        (trial_id, 7, {"bpc": 0.5}, 400.0),
+        (trial_id, 7, {"bpc": float("nan")}, 400.0),  # as recent, no value
+    ]
+
+    assert store.write_results(batch) == 3
+
+    assert [(p.step, p.value, p.wall_time) for p in store.series(trial_id, "bpc")] == [
+        (5, 2.0, 200.0), (6, 1.5, 300.0), (7, 0.5, 400.0)
+    ]
+    assert store.write_results(batch[::-1]) == 0
+
+
+@pytest.fixture
+def postgres_store(postgres_url):
+    migrate.upgrade(postgres_url)
+    with ResultsStore(postgres_url) as results_store:
+        yield results_store
+
+
+def test_a_batch_postgres_refuses_writes_nothing_and_later_batches_go_through(postgres_store):
+    """The first write of a session creates its batch table; the refusal rolls that back too."""
+    trial_ids = create_sweep(postgres_store)
+
+    with pytest.raises(exc.DataError, match="integer out of range"):
+        postgres_store.write_results([(trial_ids[0], 1, {"bpc": 2.0}, 1.0), (trial_ids[0], 2**31, {"bpc": 1.0}, 2.0)])
+    with pytest.raises(exc.DataError, match="0x00"):
+        postgres_store.write_results([(trial_ids[0], 1, {"b\x00pc": 2.0}, 1.0)])
+
+    assert table_rows(postgres_store) == {"metric_series": [], "trial_summary": []}
+    assert postgres_store.write_results([(trial_ids[0], 1, {"bpc": 2.0}, 1.0)]) == 1
+
+
+def test_a_connection_lost_during_a_write_reports_the_database_unavailable(postgres_store, monkeypatch):
+    trial_ids = create_sweep(postgres_store)
+    ensure_batch_table = writes.ensure_batch_table
+
+    def ensure_batch_table_then_lose_the_connection(connection):
+        ensure_batch_table(connection)
+        backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with postgres_store.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({backend}, 5000)")
+
+    monkeypatch.setattr(writes, "ensure_batch_table", ensure_batch_table_then_lose_the_connection)
+    with pytest.raises(DatabaseUnavailable):
+        postgres_store.write_results([(trial_ids[0], 1, {"bpc": 2.0}, 1.0)])
+    monkeypatch.undo()
+
+    assert postgres_store.write_results([(trial_ids[0], 1, {"bpc": 2.0}, 1.0)]) == 1
