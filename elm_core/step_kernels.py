@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 
 ACTIVATION_CODES = {"relu2": 0, "relu": 1, "silu": 2}
 SOURCE = Path(__file__).with_name("csrc") / "layer_scan.cpp"
+# A build takes about a minute; a lock file older than this was left by a process killed while building.
+STALE_BUILD_LOCK_S = 600
 
 
 def activate(z: torch.Tensor, name: str) -> torch.Tensor:
@@ -153,12 +156,14 @@ def cpu_kernel():
     if os.environ.get("ELMSCALE_TORCH_STEPS") == "1":
         return TorchSteps
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import _get_build_directory, load
 
         capability = torch.backends.cpu.get_cpu_capability().lower()
+        # The capability is part of the name: machines sharing a home directory keep separate builds.
+        name = f"elm_layer_scan_{capability}"
+        _remove_stale_build_lock(Path(_get_build_directory(name, verbose=False)) / "lock")
         return load(
-            # The capability is part of the name: machines sharing a home directory keep separate builds.
-            name=f"elm_layer_scan_{capability}",
+            name=name,
             sources=[str(SOURCE)],
             # OpenMP for at::parallel_for; libgomp resolves to the copy torch has already loaded (same soname).
             extra_cflags=["-O3", "-fopenmp", *_simd_flags(capability)],
@@ -168,6 +173,17 @@ def cpu_kernel():
     except Exception as error:  # noqa: BLE001 - any build failure leaves the torch-ops path working
         warnings.warn(f"elmscale: C++ step loops unavailable ({error}); using the slower torch-ops loops", stacklevel=2)
         return TorchSteps
+
+
+def _remove_stale_build_lock(lock: Path) -> None:
+    """torch's builder waits forever on the lock of a build whose process was killed (a cancelled trial)."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_BUILD_LOCK_S:
+        warnings.warn(f"elmscale: removing a stale C++ build lock ({age:.0f} s old): {lock}", stacklevel=3)
+        lock.unlink(missing_ok=True)
 
 
 def _simd_flags(capability: str) -> list[str]:

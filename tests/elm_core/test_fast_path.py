@@ -2,6 +2,7 @@
 outputs, regulariser terms, every parameter's gradient and the gradient of a carried-in state — with the C++ step
 loops and with the torch-ops loops, for dense inputs and for sparse ones (scattered from the nonzero inputs)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from elm_core import fast_ops
-from elm_core.step_kernels import TorchSteps, cpu_kernel
+from elm_core.step_kernels import STALE_BUILD_LOCK_S, TorchSteps, _remove_stale_build_lock, cpu_kernel
 from elm_core.model import ELMConfig, ELMNetwork, ELMState, LayerState, _variational_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -207,3 +208,15 @@ def test_gpu_bf16_autocast_keeps_the_recurrence_in_fp32():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         mixed = net(x).logits
     torch.testing.assert_close(mixed.float(), plain, rtol=2e-2, atol=2e-2)
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
+    lock = tmp_path / "lock"
+    lock.touch()
+    _remove_stale_build_lock(lock)
+    assert lock.exists()  # a build may be running right now
+    old = lock.stat().st_mtime - STALE_BUILD_LOCK_S - 1
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match="stale C\\+\\+ build lock"):
+        _remove_stale_build_lock(lock)
+    assert not lock.exists()
