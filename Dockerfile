@@ -12,7 +12,11 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     ELMSCALE_STATE_DIR=/var/lib/elmscale/state \
-    ELMSCALE_DATA_DIR=/var/lib/elmscale/data
+    ELMSCALE_DATA_DIR=/var/lib/elmscale/data \
+    TORCH_EXTENSIONS_DIR=/var/lib/elmscale/torch_extensions
+
+# g++ builds the network's C++ step loops (elm_core/csrc) with torch's JIT builder.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 
 # torch first and alone: the largest layer, rebuilt only when the variant or version changes.
 RUN pip install "$TORCH_SPEC" --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}"
@@ -26,6 +30,8 @@ COPY orchestrator orchestrator
 COPY api api
 COPY migrations migrations
 RUN pip install . && python -c "import torch, ray, api.app, orchestrator.cli"
+# Built here for this CPU kind; a node of another kind builds its own variant once, into the same directory.
+RUN python -W error::UserWarning -c "from elm_core.step_kernels import cpu_kernel; cpu_kernel()"
 COPY sweeps sweeps
 
 # Named volumes mounted here start with this owner, so the service user can write checkpoints and outboxes.
