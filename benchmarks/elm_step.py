@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from elm_core.fast_ops import SPARSE_INPUT_DENSITY, WEIGHT_GRAD_ROWS  # noqa: E402
+from elm_core.fast_ops import WEIGHT_GRAD_ROWS, inputs_are_sparse  # noqa: E402
 from elm_core.model import ELMConfig, ELMLayer, ELMNetwork  # noqa: E402
 from reference_elm import reference_forward  # noqa: E402
 
@@ -122,7 +122,7 @@ def layer_arithmetic_seconds(layer: ELMLayer, sources: torch.Tensor, batch: int,
         per_step += [lambda: rec @ a_step, lambda: rec_t @ g_step]
         g_beta, a_cols = torch.randn(n * layer.d_tree, rows), torch.rand(rows, n)
         per_block.append(lambda: torch.sparse.sampled_addmm(rec, g_beta, a_cols, beta=0.0))
-    if layer.ff.nnz and torch.count_nonzero(sources) <= SPARSE_INPUT_DENSITY * sources.numel():
+    if layer.ff.nnz and inputs_are_sparse(sources):
         active = (sources != 0).sum((0, 2)).float().mean().item()  # active inputs per step, all batch elements
         synapses = int(active * layer.ff.nnz / n_sources)  # their synapse columns
         beta = torch.zeros(n * layer.d_tree)

@@ -127,7 +127,7 @@ class LayerScan(torch.autograd.Function):
         rec = [spec.rec.crow, spec.rec.col, rec_values.contiguous()] if spec.rec.nnz else []
         ff_sparse = (
             spec.ff.nnz > 0 and steps_kernel is not TorchSteps and not ctx.needs_input_grad[1]
-            and _density(x[:, :DENSITY_SAMPLE_STEPS]) <= SPARSE_INPUT_DENSITY
+            and inputs_are_sparse(x)
         )
         # Dense inputs step-major (T, C, B): free for the readout, whose inputs are the hidden activities.
         x_steps = None if ff_sparse or not spec.ff.nnz else x.permute(1, 0, 2).contiguous()
@@ -270,5 +270,7 @@ def _scaled_last_layer(mlp: tuple[torch.Tensor, ...]) -> tuple[list[torch.Tensor
     return weights, biases
 
 
-def _density(x: torch.Tensor) -> float:
-    return torch.count_nonzero(x).item() / max(1, x.numel())
+def inputs_are_sparse(x: torch.Tensor) -> bool:
+    """Whether inputs x (C, T, B) are sparse enough to scatter, judged on their first DENSITY_SAMPLE_STEPS steps."""
+    sample = x[:, :DENSITY_SAMPLE_STEPS]
+    return torch.count_nonzero(sample).item() <= SPARSE_INPUT_DENSITY * sample.numel()

@@ -5,7 +5,8 @@ Rules that make a batch safe to deliver twice or out of order:
   its (wall_time, value) is larger, so the surviving point does not depend on delivery order;
 - summaries are merged with order-independent rules (min, max, best with the earliest step on ties,
   last = the point at the largest step, ties broken like the series), so they are a function of the
-  set of delivered points; a superseded value still counts towards min/max/best;
+  set of delivered batches; a value superseded by a later batch still counts towards min/max/best,
+  one superseded inside its own batch does not (see below);
 - a "results" event is appended only for trials whose stored points changed, so a duplicate batch
   appends nothing.
 Every statement visits its keys in sorted order, so concurrent writers cannot deadlock on each other.
