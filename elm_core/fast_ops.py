@@ -5,9 +5,9 @@ Why it is fast, in one place:
   tensor is never materialised; the feed-forward share is one sparse matmul per block of time steps.
 - The per-step loops run in C++ on the CPU (`step_kernels`): a neuron's whole step in registers, batch as the SIMD
   axis, no per-op dispatch.
-- Every per-step tensor lives in a per-block buffer laid out (N, F, K, B), which is already the (N, F, K*B) operand
-  of the weight-gradient bmm: the weight gradients are one bmm per block of K steps (inner dimension K*B instead
-  of B) and the synapse gradients one sampled dense-dense product (SDDMM) per block, with nothing permuted.
+- Every per-step tensor lives in a per-block buffer laid out (N, F, K, B): each neuron's (F, K*B) rows are
+  contiguous, so its weight and synapse gradients are long dot products over a block's K*B (step, batch) pairs,
+  computed once per block of K steps (`weight_grads_block`) instead of once per step.
 - The backward pass is written by hand: only what the weight gradients need is kept, no autograd graph over time.
 - On CPU, freed memory is kept for reuse (`keep_freed_memory_for_reuse`) instead of glibc's fresh mmap per large
   tensor, whose page faults cost more than the arithmetic.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .step_kernels import ACTIVATION_CODES, TorchSteps, activate, steps_for
+from .step_kernels import ACTIVATION_CODES, TorchSteps, steps_for
 
 MEMORY_GAIN = 1.7159  # LeCun's scaled tanh: 1.7159 * tanh(2x/3)
 TANH_SCALE = 2.0 / 3.0
@@ -179,17 +179,18 @@ class LayerScan(torch.autograd.Function):
         abs_scale = (grad_mlp_abs / (TANH_SCALE * steps * batch * d_m)).contiguous()  # (N,)
         grad_activity = grad_activity.contiguous()
 
-        grad_weights = [torch.zeros_like(w) for w in weights]
-        grad_biases = [torch.zeros_like(b) for b in biases]
-        grad_w_y = torch.zeros_like(w_y)
+        grad_weights = [w.new_zeros(w.shape) for w in weights]  # contiguous, whatever the parameters' strides
+        grad_biases = [b.new_zeros(b.shape) for b in biases]
+        grad_w_y = w_y.new_zeros(w_y.shape)
         grad_bias = x.new_zeros(n, 1)
         grad_kappa = torch.zeros_like(kappa)
         grad_gate_gain = torch.zeros_like(gate_gain)
         grad_ff = torch.zeros_like(ff_values)
         grad_rec = torch.zeros_like(rec_values)
-        rec_mat = spec.rec.matrix(rec_values) if spec.rec.nnz else None
         rec_t = [spec.rec.t_crow, spec.rec.t_col, rec_values[spec.rec.t_perm].contiguous()] if spec.rec.nnz else []
-        ff_mat = spec.ff.matrix(ff_values) if x_steps is not None else None  # dense inputs: block-level SDDMM
+        # Synapse gradients of the dense-input patterns, per block: [crow, col, gradient, sources (T, C, B)]
+        rec_grads = [spec.rec.crow, spec.rec.col, grad_rec, activity] if spec.rec.nnz else []
+        ff_grads = [spec.ff.crow, spec.ff.col, grad_ff, x_steps] if x_steps is not None else []
         grad_x_steps = x.new_zeros(steps, x.shape[0], batch) if needs[1] else x.new_empty(0)
         if not spec.ff.nnz:
             ff = []
@@ -206,7 +207,7 @@ class LayerScan(torch.autograd.Function):
             t0 = index * block
             h0, zs, th, m_blk = saved_h0[index], saved_z[index], saved_th[index], saved_m[index]
             saved_h0[index] = saved_z[index] = saved_th[index] = None  # freed as soon as this block is done
-            k_len, rows = h0.shape[2], h0.shape[2] * batch
+            k_len = h0.shape[2]
             d_h0 = torch.empty_like(h0)
             d_zs = [torch.empty_like(z) for z in zs]
             d_delta = torch.empty_like(th)
@@ -217,32 +218,16 @@ class LayerScan(torch.autograd.Function):
                 rec_t, ff, ff_sparse, keep, kappa.contiguous(), gate_gain.contiguous(), w_y.contiguous(), abs_scale,
                 weights_in, ACTIVATION_CODES[spec.activation], spec.high_pass, spec.rectify, spec.kappa_r,
             )
-
-            inputs = [h0] + [activate(z, spec.activation) for z in zs]  # each (N, in, K, B)
-            for layer, (inp, g) in enumerate(zip(inputs, d_zs + [d_delta])):
-                g_rows = g.view(n, -1, rows)
-                scale = TANH_SCALE if layer == len(weights) - 1 else 1.0
-                grad_weights[layer].baddbmm_(g_rows, inp.view(n, -1, rows).transpose(1, 2), alpha=scale)
-                grad_biases[layer].add_(g_rows.sum(2, keepdim=True), alpha=scale)
-            grad_w_y += torch.bmm(m_blk.view(n, d_m, rows), d_y.view(n, rows, 1))
-            grad_bias += d_pre.view(n, rows).sum(1, keepdim=True)
+            steps_kernel.weight_grads_block(
+                h0, zs, d_zs, d_h0, d_delta, m_blk, d_y, d_pre, t0, grad_weights, grad_biases, grad_w_y, grad_bias,
+                rec_grads, ff_grads, keep, ACTIVATION_CODES[spec.activation], TANH_SCALE,
+            )
             if learn_tau:
                 m_before = saved_m[index - 1][:, :, -1:] if index else m0.unsqueeze(2)
                 m_prev = torch.cat((m_before, m_blk[:, :, :-1]), 2)  # (N, d_m, K, B): memory entering each step
                 d_m_tilde = d_m_total + d_h0[:, d_tree:]
                 grad_kappa += (d_m_tilde * m_prev).sum((2, 3))
                 grad_gate_gain += (d_m_total * th).sum((2, 3))
-            if ff_mat is None and rec_mat is None:
-                continue
-            d_beta_rows = d_h0[:, :d_tree].reshape(n * d_tree, rows)
-            if ff_mat is not None:
-                sources = _rows_of_steps(x_steps[t0:t0 + k_len])
-                grad_ff += torch.sparse.sampled_addmm(ff_mat, d_beta_rows, sources, beta=0.0).values()
-            if rec_mat is not None:
-                a_in = activity[t0:t0 + k_len]  # (K, N, B): a_{t-1} for the block's steps
-                if rec_keep is not None:
-                    a_in = a_in * rec_keep
-                grad_rec += torch.sparse.sampled_addmm(rec_mat, d_beta_rows, _rows_of_steps(a_in), beta=0.0).values()
 
         if ff_sparse:
             grad_ff[spec.ff.t_perm] = grad_ff_t
@@ -251,11 +236,6 @@ class LayerScan(torch.autograd.Function):
         grad_r0 = dr if needs[9] else None
         return (None, grad_x, grad_ff, grad_rec, grad_kappa if learn_tau else None,
                 grad_gate_gain if learn_tau else None, grad_w_y, grad_bias, dm, grad_r0, da_rec, None, *grad_mlp)
-
-
-def _rows_of_steps(values: torch.Tensor) -> torch.Tensor:
-    """(K, C, B) per-step values as the (K*B, C) right-hand side of a block's SDDMM."""
-    return values.permute(0, 2, 1).reshape(-1, values.shape[1])
 
 
 def _scaled_last_layer(mlp: tuple[torch.Tensor, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -4,8 +4,9 @@
   machine with torch's JIT extension builder and cached (~1 min the first time).
 - `TorchSteps` (any device; the CPU fallback where no C++ compiler is found): the same loops as torch ops.
 
-Both fill the same block buffers (layouts in layer_scan.cpp's header) and update the carried state in place;
-`fast_ops.LayerScan` does the per-block work around them (feed-forward synapses, weight gradients).
+Both fill the same block buffers (layouts in layer_scan.cpp's header), update the carried state in place and
+accumulate a block's parameter gradients from those buffers (`weight_grads_block`); `fast_ops.LayerScan` chains
+the blocks of a chunk.
 """
 
 from __future__ import annotations
@@ -137,6 +138,34 @@ class TorchSteps:
                 da_rec.copy_(rec_t @ d_beta)
                 if rec_keep is not None:
                     da_rec.mul_(rec_keep)
+
+
+    @staticmethod
+    def weight_grads_block(h0, zs, d_zs, d_h0, d_delta, m_blk, d_y, d_pre, t0, grad_weights, grad_biases, grad_w_y,
+                           grad_bias, rec_grads, ff_grads, rec_keep, activation, last_scale):
+        """Per block: one bmm per MLP layer over the K*B (step, batch) pairs, one SDDMM per dense-input pattern."""
+        n, d_in, steps, batch = h0.shape
+        rows, d_tree = steps * batch, d_in - m_blk.shape[1]
+        name = _activation_name(activation)
+        inputs = [h0] + [activate(z, name) for z in zs]  # each (N, in, K, B), i.e. (N, in, K*B)
+        for layer, (inp, g) in enumerate(zip(inputs, d_zs + [d_delta])):
+            g_rows = g.view(n, -1, rows)
+            scale = last_scale if layer == len(grad_weights) - 1 else 1.0
+            grad_weights[layer].baddbmm_(g_rows, inp.view(n, -1, rows).transpose(1, 2), alpha=scale)
+            grad_biases[layer].add_(g_rows.sum(2, keepdim=True), alpha=scale)
+        grad_w_y += torch.bmm(m_blk.view(n, -1, rows), d_y.view(n, rows, 1))
+        grad_bias += d_pre.view(n, rows).sum(1, keepdim=True)
+        d_beta_rows = d_h0[:, :d_tree].reshape(n * d_tree, rows)
+        for grads, keep in ((rec_grads, rec_keep), (ff_grads, None)):
+            if not grads:
+                continue
+            crow, col, grad, sources = grads
+            sources = sources[t0:t0 + steps]  # (K, C, B)
+            if keep is not None:
+                sources = sources * keep
+            accumulated = _csr([crow, col, grad], (n * d_tree, sources.shape[1]))
+            sources_rows = sources.permute(0, 2, 1).reshape(rows, -1)  # (K*B, C)
+            grad.copy_(torch.sparse.sampled_addmm(accumulated, d_beta_rows, sources_rows).values())
 
 
 def _csr(pattern: list[torch.Tensor], shape: tuple[int, int]) -> torch.Tensor | None:

@@ -7,8 +7,8 @@
 //
 // Layouts (all contiguous, row-major):
 //   block buffers (N, F, K, B): feature-major, then step, then batch; F is d_in = d_tree + d_m for the MLP input,
-//     d_mlp for hidden pre-activations, d_m for tanh outputs and memories. As (N, F, K*B) they are the operands of
-//     the per-block weight-gradient bmm in Python, so nothing is permuted.
+//     d_mlp for hidden pre-activations, d_m for tanh outputs and memories. Each neuron's (F, K*B) rows are
+//     contiguous: weight_grads_block takes a block's gradients as dot products along them.
 //   activity (T+1, N, B), step 0 the carried-in activity; memory m (N, d_m, B); r (N, B).
 //   MLP weights (N, out, in) with the last layer already times 2/3; biases (N, out, 1).
 //   Recurrent synapses: CSR over rows n * d_tree + j with int32 column indices into the N neurons; the backward
@@ -19,7 +19,7 @@
 //     grad (in transposed order, accumulated)].
 //   - dense inputs: [x (T, C, B) contiguous, crow, col, values], one CSR matmul per step. Backward: [t_crow, t_col,
 //     t_values, grad_x (T, C, B)] when the inputs need a gradient (the readout's inputs are the hidden activities);
-//     the synapse gradient is then a block-level SDDMM in Python.
+//     the synapse gradient is then taken per block in weight_grads_block.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -191,44 +192,63 @@ void gather_active_input_grads(T* grad_t, const T* d_beta, const Inputs<T>& x, i
   }
 }
 
-// out (n_out) = w (n_out, n_in) @ x (n_in) + bias, on vectors; four outputs at a time share each load of x.
-template <typename T, typename V>
-inline void matvec(V* out, const T* w, const T* bias, const V* x, int64_t n_out, int64_t n_in) {
-  int64_t o = 0;
-  for (; o + 4 <= n_out; o += 4) {
-    V a0 = {}, a1 = {}, a2 = {}, a3 = {};
-    a0 += bias[o], a1 += bias[o + 1], a2 += bias[o + 2], a3 += bias[o + 3];
-    const T *w0 = w + o * n_in, *w1 = w0 + n_in, *w2 = w1 + n_in, *w3 = w2 + n_in;
-    for (int64_t f = 0; f < n_in; ++f) {
-      a0 += w0[f] * x[f], a1 += w1[f] * x[f], a2 += w2[f] * x[f], a3 += w3[f] * x[f];
-    }
-    out[o] = a0, out[o + 1] = a1, out[o + 2] = a2, out[o + 3] = a3;
-  }
-  for (; o < n_out; ++o) {
-    V a = {};
-    a += bias[o];
-    for (int64_t f = 0; f < n_in; ++f) a += w[o * n_in + f] * x[f];
-    out[o] = a;
+// out[a] = bias[a] + sum_j w[a * a_stride + j * j_stride] * v[j] for TO outputs a, on vectors: each weight is
+// broadcast across the batch lanes. FMA latency needs about ten independent sums in flight, so a narrow tile splits
+// each sum over even and odd j.
+template <int64_t TO, typename T, typename V>
+inline void weighted_sums(V* out, const T* w, const T* bias, const V* v, int64_t n_j, int64_t a_stride,
+                          int64_t j_stride) {
+  constexpr int64_t kSplit = TO >= 4 ? 1 : 2;
+  V acc[kSplit][TO] = {};
+  int64_t j = 0;
+  for (; j + kSplit <= n_j; j += kSplit)
+    for (int64_t s = 0; s < kSplit; ++s)
+      for (int64_t a = 0; a < TO; ++a) acc[s][a] += w[a * a_stride + (j + s) * j_stride] * v[j + s];
+  for (; j < n_j; ++j)
+    for (int64_t a = 0; a < TO; ++a) acc[0][a] += w[a * a_stride + j * j_stride] * v[j];
+  for (int64_t a = 0; a < TO; ++a) {
+    V sum = acc[0][a];
+    if constexpr (kSplit == 2) sum += acc[1][a];
+    out[a] = bias ? sum + bias[a] : sum;
   }
 }
 
-// out (n_in) = w (n_out, n_in)^T @ g (n_out), on vectors; four inputs at a time share each load of g.
+// out[a] = bias[a] + sum_j w[a * a_stride + j * j_stride] * v[j] for all n_a outputs, in tiles of 8, 4, 2 and 1.
+template <typename T, typename V>
+inline void all_weighted_sums(V* out, const T* w, const T* bias, const V* v, int64_t n_a, int64_t n_j,
+                              int64_t a_stride, int64_t j_stride) {
+  int64_t a = 0;
+  auto at = [&](int64_t first) { return std::make_tuple(out + first, w + first * a_stride, bias ? bias + first : bias); };
+  for (; a + 8 <= n_a; a += 8) {
+    auto [o, w_a, b] = at(a);
+    weighted_sums<8>(o, w_a, b, v, n_j, a_stride, j_stride);
+  }
+  if (a + 4 <= n_a) {
+    auto [o, w_a, b] = at(a);
+    weighted_sums<4>(o, w_a, b, v, n_j, a_stride, j_stride);
+    a += 4;
+  }
+  if (a + 2 <= n_a) {
+    auto [o, w_a, b] = at(a);
+    weighted_sums<2>(o, w_a, b, v, n_j, a_stride, j_stride);
+    a += 2;
+  }
+  if (a < n_a) {
+    auto [o, w_a, b] = at(a);
+    weighted_sums<1>(o, w_a, b, v, n_j, a_stride, j_stride);
+  }
+}
+
+// out (n_out) = w (n_out, n_in) @ x (n_in) + bias, on vectors.
+template <typename T, typename V>
+inline void matvec(V* out, const T* w, const T* bias, const V* x, int64_t n_out, int64_t n_in) {
+  all_weighted_sums(out, w, bias, x, n_out, n_in, n_in, int64_t(1));
+}
+
+// out (n_in) = w (n_out, n_in)^T @ g (n_out), on vectors.
 template <typename T, typename V>
 inline void matvec_transposed(V* out, const T* w, const V* g, int64_t n_out, int64_t n_in) {
-  int64_t f = 0;
-  for (; f + 4 <= n_in; f += 4) {
-    V a0 = {}, a1 = {}, a2 = {}, a3 = {};
-    for (int64_t o = 0; o < n_out; ++o) {
-      const T* w_o = w + o * n_in + f;
-      a0 += w_o[0] * g[o], a1 += w_o[1] * g[o], a2 += w_o[2] * g[o], a3 += w_o[3] * g[o];
-    }
-    out[f] = a0, out[f + 1] = a1, out[f + 2] = a2, out[f + 3] = a3;
-  }
-  for (; f < n_in; ++f) {
-    V a = {};
-    for (int64_t o = 0; o < n_out; ++o) a += w[o * n_in + f] * g[o];
-    out[f] = a;
-  }
+  all_weighted_sums(out, w, static_cast<const T*>(nullptr), g, n_in, n_out, int64_t(1), n_in);
 }
 
 template <typename T>
@@ -482,6 +502,182 @@ void backward_block_impl(torch::Tensor grad_activity, torch::Tensor activity, in
   }
 }
 
+// The sum of a vector's lanes by halving: log2(width) shuffles and adds instead of a chain of scalar adds.
+template <typename T>
+inline T sum_lanes(typename Simd<T>::V v) {
+  constexpr int64_t W = Simd<T>::kWidth;
+  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> I;
+  typedef I Mask __attribute__((vector_size(sizeof(typename Simd<T>::V))));
+  if constexpr (W == 8) {
+    v += __builtin_shuffle(v, Mask{4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, Mask{2, 3, 0, 1, 2, 3, 0, 1});
+    v += __builtin_shuffle(v, Mask{1, 0, 1, 0, 1, 0, 1, 0});
+  } else {
+    static_assert(W == 4);
+    v += __builtin_shuffle(v, Mask{2, 3, 0, 1});
+    v += __builtin_shuffle(v, Mask{1, 0, 1, 0});
+  }
+  return v[0];
+}
+
+// out[o, i] += scale * sum_r g[o, r] * x[i, r] for a TO x TI tile of outputs: the rows of g and x are a block's K*B
+// (step, batch) pairs, contiguous, so each gradient element is one long dot product kept in a register.
+template <int64_t TO, int64_t TI, typename T>
+inline void outer_tile(T* out, const T* g, const T* x, int64_t o, int64_t i, int64_t n_in, int64_t rows, T scale) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t W = Simd<T>::kWidth;
+  V acc[TO][TI] = {};
+  int64_t r = 0;
+  for (; r + W <= rows; r += W) {
+    V gv[TO], xv[TI];
+    for (int64_t a = 0; a < TO; ++a) gv[a] = load<V>(g + (o + a) * rows + r, W);
+    for (int64_t c = 0; c < TI; ++c) xv[c] = load<V>(x + (i + c) * rows + r, W);
+    for (int64_t a = 0; a < TO; ++a)
+      for (int64_t c = 0; c < TI; ++c) acc[a][c] += gv[a] * xv[c];
+  }
+  for (int64_t a = 0; a < TO; ++a)
+    for (int64_t c = 0; c < TI; ++c) {
+      T sum = sum_lanes<T>(acc[a][c]);
+      for (int64_t rest = r; rest < rows; ++rest) sum += g[(o + a) * rows + rest] * x[(i + c) * rows + rest];
+      out[(o + a) * n_in + i + c] += scale * sum;
+    }
+}
+
+// out (n_out, n_in) += scale * g (n_out, rows) @ x (n_in, rows)^T, in tiles of 4 outputs by 2 inputs.
+template <typename T>
+void accumulate_outer(T* out, const T* g, const T* x, int64_t n_out, int64_t n_in, int64_t rows, T scale) {
+  int64_t o = 0;
+  for (; o + 4 <= n_out; o += 4) {
+    int64_t i = 0;
+    for (; i + 2 <= n_in; i += 2) outer_tile<4, 2>(out, g, x, o, i, n_in, rows, scale);
+    if (i < n_in) outer_tile<4, 1>(out, g, x, o, i, n_in, rows, scale);
+  }
+  for (; o < n_out; ++o) {
+    int64_t i = 0;
+    for (; i + 2 <= n_in; i += 2) outer_tile<1, 2>(out, g, x, o, i, n_in, rows, scale);
+    if (i < n_in) outer_tile<1, 1>(out, g, x, o, i, n_in, rows, scale);
+  }
+}
+
+// out (n) += scale * the sums of the rows of g (n, rows): bias gradients.
+template <typename T>
+void accumulate_row_sums(T* out, const T* g, int64_t n, int64_t rows, T scale) {
+  for (int64_t o = 0; o < n; ++o) {
+    T sum = 0;
+    for (int64_t r = 0; r < rows; ++r) sum += g[o * rows + r];
+    out[o] += scale * sum;
+  }
+}
+
+// grad[e + s] += sum_k d_beta[k] . source_k[col[e + s]] for S synapses of one branch row at a time: the row's
+// d_beta is loaded once for all S, and two accumulators per synapse (even and odd steps) keep 2*S FMA chains going.
+template <int64_t S, typename T>
+inline void synapse_dots(T* grad, const int32_t* col, int32_t e, const T* d_beta, const T* sources, int64_t n_sources,
+                         const T* keep, int64_t K, int64_t B) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t W = Simd<T>::kWidth;
+  const T* source[S];
+  for (int64_t s = 0; s < S; ++s) source[s] = sources + int64_t(col[e + s]) * B;
+  const int64_t step = n_sources * B;
+  T sum[S] = {};
+  for (int64_t b0 = 0; b0 < B; b0 += W) {
+    const int64_t valid = std::min(W, B - b0);
+    V even[S] = {}, odd[S] = {};
+    int64_t k = 0;
+    for (; k + 2 <= K; k += 2) {
+      const V d0 = load<V>(d_beta + k * B + b0, valid), d1 = load<V>(d_beta + (k + 1) * B + b0, valid);
+      for (int64_t s = 0; s < S; ++s) {
+        even[s] += d0 * load<V>(source[s] + k * step + b0, valid);
+        odd[s] += d1 * load<V>(source[s] + (k + 1) * step + b0, valid);
+      }
+    }
+    if (k < K) {
+      const V d0 = load<V>(d_beta + k * B + b0, valid);
+      for (int64_t s = 0; s < S; ++s) even[s] += d0 * load<V>(source[s] + k * step + b0, valid);
+    }
+    for (int64_t s = 0; s < S; ++s) {
+      V total = even[s] + odd[s];
+      if (keep) total *= load<V>(keep + int64_t(col[e + s]) * B + b0, valid);
+      sum[s] += sum_lanes<T>(total);
+    }
+  }
+  for (int64_t s = 0; s < S; ++s) grad[e + s] += sum[s];
+}
+
+// Gradient of the values of a dense-input synapse pattern (`grads` = [crow, col, grad_values, sources]), rows of
+// neurons [begin, end): grad[e] += sum over the block's steps and batch of d_beta[row_e] * source[col_e]. d_beta is
+// the branch part of d_h0 (N, d_in, K, B); sources (T, C, B) are read from step t0 on, times keep (C, B) if given.
+template <typename T>
+void accumulate_synapse_grads(const std::vector<torch::Tensor>& grads, const T* d_h0, int64_t d_in, int64_t d_tree,
+                              int64_t K, int64_t B, int64_t t0, const T* keep, int64_t begin, int64_t end) {
+  const int32_t *crow = ptr<int32_t>(grads[0]), *col = ptr<int32_t>(grads[1]);
+  T* grad = ptr<T>(grads[2]);
+  const int64_t n_sources = grads[3].size(1);
+  const T* sources = ptr<T>(grads[3]) + t0 * n_sources * B;
+  for (int64_t n = begin; n < end; ++n)
+    for (int64_t j = 0; j < d_tree; ++j) {
+      const T* d_beta = d_h0 + (n * d_in + j) * K * B;
+      const int64_t row = n * d_tree + j;
+      int32_t e = crow[row];
+      for (; e + 4 <= crow[row + 1]; e += 4) synapse_dots<4>(grad, col, e, d_beta, sources, n_sources, keep, K, B);
+      for (; e < crow[row + 1]; ++e) synapse_dots<1>(grad, col, e, d_beta, sources, n_sources, keep, K, B);
+    }
+}
+
+// The parameter gradients of one block, accumulated in place, each neuron's from its own contiguous (F, K*B) rows of
+// the block buffers: MLP weights and biases (the last layer's times last_scale), w_y, the output bias, and the
+// synapse values of the dense-input patterns (`rec_grads`, `ff_grads`: [crow, col, grad_values, sources] or empty).
+template <typename T>
+void weight_grads_block_impl(torch::Tensor h0, const std::vector<torch::Tensor>& zs,
+                             const std::vector<torch::Tensor>& d_zs, torch::Tensor d_h0, torch::Tensor d_delta,
+                             torch::Tensor m_blk, torch::Tensor d_y, torch::Tensor d_pre, int64_t t0,
+                             const std::vector<torch::Tensor>& grad_weights,
+                             const std::vector<torch::Tensor>& grad_biases, torch::Tensor grad_w_y,
+                             torch::Tensor grad_bias, const std::vector<torch::Tensor>& rec_grads,
+                             const std::vector<torch::Tensor>& ff_grads, const c10::optional<torch::Tensor>& rec_keep,
+                             int64_t activation, double last_scale_) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t W = Simd<T>::kWidth;
+  const int64_t N = h0.size(0), d_in = h0.size(1), K = h0.size(2), B = h0.size(3), d_m = m_blk.size(1);
+  const int64_t d_tree = d_in - d_m, rows = K * B;
+  const size_t n_layers = grad_weights.size();
+  const T last_scale = static_cast<T>(last_scale_);
+  const T *h0_p = ptr<T>(h0), *d_h0_p = ptr<T>(d_h0), *m_p = ptr<T>(m_blk), *d_y_p = ptr<T>(d_y);
+  const T *d_pre_p = ptr<T>(d_pre), *keep_p = rec_keep ? ptr<T>(*rec_keep) : nullptr;
+  int64_t widest = 0, macs = 0;
+  for (const auto& w : grad_weights) widest = std::max(widest, w.size(2)), macs += w.size(1) * w.size(2);
+  const int64_t synapses_per_neuron = (rec_grads.empty() ? 0 : rec_grads[1].numel()) / N +
+                                      (ff_grads.empty() ? 0 : ff_grads[1].numel()) / N;
+  at::parallel_for(0, N, neuron_grain(rows * (macs + synapses_per_neuron)), [&](int64_t begin, int64_t end) {
+    std::vector<T> inputs(widest * rows);  // a hidden layer's activations, the next layer's inputs
+    for (int64_t n = begin; n < end; ++n) {
+      for (size_t layer = 0; layer < n_layers; ++layer) {
+        const int64_t n_out = grad_weights[layer].size(1), n_in = grad_weights[layer].size(2);
+        const bool last = layer + 1 == n_layers;
+        const T scale = last ? last_scale : T(1);
+        const T* g = (last ? ptr<T>(d_delta) : ptr<T>(d_zs[layer])) + n * n_out * rows;
+        const T* x = h0_p + n * d_in * rows;
+        if (layer > 0) {
+          const T* z = ptr<T>(zs[layer - 1]) + n * n_in * rows;
+          for (int64_t r = 0; r < n_in * rows; r += W) {
+            const int64_t valid = std::min(W, n_in * rows - r);
+            store(inputs.data() + r, activate<T>(load<V>(z + r, valid), activation), valid);
+          }
+          x = inputs.data();
+        }
+        accumulate_outer(ptr<T>(grad_weights[layer]) + n * n_out * n_in, g, x, n_out, n_in, rows, scale);
+        accumulate_row_sums(ptr<T>(grad_biases[layer]) + n * n_out, g, n_out, rows, scale);
+      }
+      accumulate_outer(ptr<T>(grad_w_y) + n * d_m, d_y_p + n * rows, m_p + n * d_m * rows, 1, d_m, rows, T(1));
+      accumulate_row_sums(ptr<T>(grad_bias) + n, d_pre_p + n * rows, 1, rows, T(1));
+    }
+    if (!rec_grads.empty())
+      accumulate_synapse_grads(rec_grads, d_h0_p, d_in, d_tree, K, B, t0, keep_p, begin, end);
+    if (!ff_grads.empty())
+      accumulate_synapse_grads<T>(ff_grads, d_h0_p, d_in, d_tree, K, B, t0, nullptr, begin, end);
+  });
+}
+
 void forward_block(torch::Tensor h0, std::vector<torch::Tensor> zs, torch::Tensor th, torch::Tensor m_blk,
                    torch::Tensor activity, int64_t t0, torch::Tensor m, torch::Tensor r, torch::Tensor abs_sum,
                    std::vector<torch::Tensor> rec, std::vector<torch::Tensor> ff, bool ff_sparse,
@@ -511,9 +707,22 @@ void backward_block(torch::Tensor grad_activity, torch::Tensor activity, int64_t
   });
 }
 
+void weight_grads_block(torch::Tensor h0, std::vector<torch::Tensor> zs, std::vector<torch::Tensor> d_zs,
+                        torch::Tensor d_h0, torch::Tensor d_delta, torch::Tensor m_blk, torch::Tensor d_y,
+                        torch::Tensor d_pre, int64_t t0, std::vector<torch::Tensor> grad_weights,
+                        std::vector<torch::Tensor> grad_biases, torch::Tensor grad_w_y, torch::Tensor grad_bias,
+                        std::vector<torch::Tensor> rec_grads, std::vector<torch::Tensor> ff_grads,
+                        c10::optional<torch::Tensor> rec_keep, int64_t activation, double last_scale) {
+  AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "elm_weight_grads_block", [&] {
+    weight_grads_block_impl<scalar_t>(h0, zs, d_zs, d_h0, d_delta, m_blk, d_y, d_pre, t0, grad_weights, grad_biases,
+                                      grad_w_y, grad_bias, rec_grads, ff_grads, rec_keep, activation, last_scale);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("forward_block", &forward_block, "K forward steps of an ELM layer, filling the block buffers");
   module.def("backward_block", &backward_block, "K backward steps of an ELM layer, filling the gradient buffers");
+  module.def("weight_grads_block", &weight_grads_block, "The parameter gradients of one block, accumulated");
 }

@@ -110,8 +110,8 @@ class RecordingSteps:
         self.ff_sparse.append(args[11])
         self.steps.forward_block(*args)
 
-    def backward_block(self, *args):
-        self.steps.backward_block(*args)
+    def __getattr__(self, name):
+        return getattr(self.steps, name)
 
 
 @pytest.fixture(params=["cpp", "torch"])
