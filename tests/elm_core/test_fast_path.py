@@ -182,6 +182,31 @@ def test_long_chunk_spans_several_weight_gradient_blocks(inputs, step_loops):
         assert_close_relative(p.grad, slow_params[name].grad, name)
 
 
+@pytest.mark.parametrize("inputs", ["dense", "sparse"])
+def test_two_threads_give_the_one_thread_results_bit_for_bit(inputs):
+    """The C++ loops split neurons across threads (96 are enough work for two); each neuron's sums run on one
+    thread in a fixed order, so the thread count may not change a single bit."""
+    if cpu_kernel() is TorchSteps:
+        pytest.fail("the C++ step loops did not build on this machine")
+    cfg = small_config(n_hidden=96, d_tree=8, d_branch=4, d_m=4, d_mlp=16, rho_rec=0.5, recurrent_dropout=0.3,
+                       **({"n_input": 40} if inputs == "sparse" else {}))
+    x = chunk_inputs(inputs, cfg, 8, 40)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            net = ELMNetwork(cfg).train()
+            torch.manual_seed(MASK_SEED)
+            out = net(x)
+            loss_of(*out).backward()
+            results.append([out.logits, *out.state.hidden, *(p.grad for p in net.parameters())])
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("changes", [{}, {"learn_tau": True, "l_mlp": 2, "rho_rec": 1.0}])
