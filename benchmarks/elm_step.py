@@ -5,7 +5,8 @@
 Prints, in one run, per config: train tokens/s (forward + backward + Adam, median of repeats after one warm-up
 step), the ratio to the authors' JAX figures of shared/ANCHORS.md, the ratio to the straightforward per-neuron loop
 (benchmarks/reference_elm.py, timed on a few time steps and scaled linearly to the full sequence), the arithmetic
-share (the same sparse-matmul/SDDMM/bmm shapes timed alone, times their counts, over the step time) and the peak
+share (the same sparse-matmul/SDDMM/bmm shapes timed alone as torch ops, times their counts, over the step time;
+above 1 where the fused C++ step loops do that work faster than the separate torch kernels) and the peak
 memory of the step (ru_maxrss of a fresh process). Each config runs in its own subprocess so peaks do not mix.
 Where CUDA is available it also prints GPU tokens/s at the Enwik8 reference with batch 8 and 64.
 """
