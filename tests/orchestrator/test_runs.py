@@ -147,8 +147,9 @@ def test_failed_trials_keep_their_error_and_the_sweep_completes(tmp_path, postgr
 
 
 def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, postgres_url):
+    # 1000 steps so the kill lands mid-trial: the database sees step 40 a second or more after the trial passes it.
     spec = tiny_spec("retry", budgets=[3000], allocation={**tiny_spec()["allocation"], "vary": {"d_m": [2]}},
-                     training={**tiny_spec()["training"], "steps": 200, "checkpoint_every": 20})
+                     training={**tiny_spec()["training"], "steps": 1000, "eval_every": 100, "checkpoint_every": 20})
     env = cli_env(postgres_url, tmp_path / "state")
     migrate.upgrade(postgres_url)
     driver = start_cli(["submit", str(write_spec(tmp_path, spec))], env)
