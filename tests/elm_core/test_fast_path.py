@@ -114,11 +114,16 @@ class RecordingSteps:
         return getattr(self.steps, name)
 
 
+def built_cpp_steps():
+    steps = cpu_kernel()
+    if steps is TorchSteps:
+        pytest.fail("the C++ step loops did not build on this machine")
+    return steps
+
+
 @pytest.fixture(params=["cpp", "torch"])
 def step_loops(request, monkeypatch) -> RecordingSteps:
-    recording = RecordingSteps(cpu_kernel() if request.param == "cpp" else TorchSteps)
-    if request.param == "cpp" and recording.steps is TorchSteps:
-        pytest.fail("the C++ step loops did not build on this machine")
+    recording = RecordingSteps(built_cpp_steps() if request.param == "cpp" else TorchSteps)
     monkeypatch.setattr(fast_ops, "steps_for", lambda device: recording)
     monkeypatch.setattr(fast_ops, "TorchSteps", recording if request.param == "torch" else TorchSteps)
     return recording
@@ -186,8 +191,7 @@ def test_long_chunk_spans_several_weight_gradient_blocks(inputs, step_loops):
 def test_two_threads_give_the_one_thread_results_bit_for_bit(inputs):
     """The C++ loops split neurons across threads (96 are enough work for two); each neuron's sums run on one
     thread in a fixed order, so the thread count may not change a single bit."""
-    if cpu_kernel() is TorchSteps:
-        pytest.fail("the C++ step loops did not build on this machine")
+    built_cpp_steps()
     cfg = small_config(n_hidden=96, d_tree=8, d_branch=4, d_m=4, d_mlp=16, rho_rec=0.5, recurrent_dropout=0.3,
                        **({"n_input": 40} if inputs == "sparse" else {}))
     x = chunk_inputs(inputs, cfg, 8, 40)
