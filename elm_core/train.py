@@ -1,7 +1,8 @@
 """Train one trial the paper's way (DESIGN §4): truncated BPTT, warm-up + cosine, clipping, regularisers.
 
-`train(trial_config, report)` is the whole public surface. It knows nothing of Ray or databases: the caller
-passes a `report(step, metrics)` callable and, optionally, a checkpoint directory to save to and resume from.
+`train(trial_config, report)` is the whole public surface, with `reported_metrics(task)` naming what it reports.
+It knows nothing of Ray or databases: the caller passes a `report(step, metrics)` callable and, optionally, a
+checkpoint directory to save to and resume from.
 """
 
 from __future__ import annotations
@@ -16,12 +17,37 @@ from typing import Callable, Literal
 import torch
 import torch.nn.functional as F
 
-from .data import Batch, Task, load_task
+from .data import Batch, Task, load_task, task_type
 from .model import ELMConfig, ELMNetwork, ELMState, strict_from_dict
 from .params import count_parameters
 
 Report = Callable[[int, dict], None]
+Mode = Literal["min", "max"]
 CHECKPOINT_FILE = "trainer.pt"
+
+# The names a trial reports, each with the direction in which it improves (None: neither); `reported_metrics`
+# lists them per task, and a test checks a real run reports exactly those.
+WINDOW_METRICS: dict[str, Mode | None] = {  # means over each report window of training steps
+    "train_loss": "min", "lr": None, "step_time": "min", "tokens_per_s": "max", "grad_norm": None,
+}
+LM_WINDOW_METRICS: dict[str, Mode | None] = {"train_bpc": "min"}
+SUMMARY_METRICS = ("params_total", "n_hidden", "k_e", "k_c")  # the model's size, with every report
+
+
+def task_metric_name(prefix: Literal["valid", "best_valid", "test"], task: type[Task] | Task) -> str:
+    """The name the task's own metric is reported under: valid_bpc, best_valid_accuracy, test_bpc, ..."""
+    return f"{prefix}_{task.metric}"
+
+
+def reported_metrics(task: str) -> dict[str, Mode | None]:
+    """Every metric a trial of task `task` reports, with the direction in which it improves (None: neither).
+
+    Reads no data, so a sweep's metric can be checked when it is planned; DatasetError for an unknown task.
+    """
+    kind = task_type(task)
+    evaluated = {task_metric_name(prefix, kind): kind.metric_mode for prefix in ("valid", "best_valid", "test")}
+    window = WINDOW_METRICS | (LM_WINDOW_METRICS if kind.kind == "lm" else {})
+    return window | evaluated | dict.fromkeys(SUMMARY_METRICS)
 
 
 @dataclass
@@ -136,10 +162,6 @@ class Trainer:
     def is_lm(self) -> bool:
         return self.task.kind == "lm"
 
-    @property
-    def valid_name(self) -> str:
-        return f"valid_{self.task.metric}"
-
     def model_summary(self) -> dict:
         c = self.counts
         return {"params_total": c.params_total, "n_hidden": self.model_cfg.n_hidden, "k_e": c.k_e, "k_c": c.k_c}
@@ -237,11 +259,11 @@ class Trainer:
             evaluated = self.step % cfg.eval_every == 0 or self.step == cfg.steps
             if evaluated:
                 valid = self.evaluate("valid", cfg.eval_batches)
-                metrics[self.valid_name] = valid
+                metrics[task_metric_name("valid", self.task)] = valid
                 if self._improved(valid):
                     self.best_valid = valid
                     self.best_weights = copy.deepcopy(self.model.state_dict())
-                metrics[f"best_{self.valid_name}"] = self.best_valid
+                metrics[task_metric_name("best_valid", self.task)] = self.best_valid
             if metrics:
                 metrics.update(self.model_summary())
                 self.history.append((self.step, metrics))
@@ -256,8 +278,8 @@ class Trainer:
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         final = {
-            f"test_{self.task.metric}": self.evaluate("test", self.cfg.test_batches),
-            f"best_{self.valid_name}": self.best_valid,
+            task_metric_name("test", self.task): self.evaluate("test", self.cfg.test_batches),
+            task_metric_name("best_valid", self.task): self.best_valid,
             **self.model_summary(),
         }
         if report:

@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from elm_core.data import DatasetError
 from elm_core.model import ELMConfig
-from elm_core.train import TrainConfig
+from elm_core.train import TrainConfig, reported_metrics
 
 AXES = ("d_m", "d_mlp", "l_mlp", "d_tree", "d_branch", "rho_rec")
 INT_AXES = {"d_m", "d_mlp", "l_mlp", "d_tree", "d_branch"}
@@ -165,6 +166,28 @@ class SweepSpec(Strict):
     def valid_metric(self) -> str:
         return self.scheduler.metric or self.metric.name.replace("test_", "valid_", 1)
 
+    def metric_problems(self) -> list[str]:
+        """A metric the task does not report, or a mode that ranks it backwards: one line each, from no data."""
+        try:
+            reported = reported_metrics(self.task)
+        except DatasetError:
+            return []  # an unknown task is named when the sweep is planned
+        problems = []
+        for key, name in (("metric.name", self.metric.name), ("scheduler.metric", self.scheduler.metric)):
+            if name is None:
+                continue
+            if name not in reported:
+                problems.append(f"{key}: {name!r} is not reported by task {self.task!r} "
+                                f"(it reports: {', '.join(sorted(reported))})")
+                continue
+            direction, mode = reported[name], self.metric.mode
+            better = "lower" if direction == "min" else "higher"
+            if direction not in (None, mode) and key == "metric.name":
+                problems.append(f"metric.mode: {mode!r} ranks {name!r} backwards ({better} is better: use mode {direction!r})")
+            elif direction not in (None, mode):
+                problems.append(f"scheduler.metric: {name!r} is better {better}, but the scheduler ranks it by metric.mode {mode!r}")
+        return problems
+
 
 def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
     try:
@@ -176,9 +199,12 @@ def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
     if not isinstance(raw, dict):
         raise SpecError([f"{source}: a sweep spec is a mapping of keys, got {type(raw).__name__}"])
     try:
-        return SweepSpec.model_validate(raw)
+        spec = SweepSpec.model_validate(raw)
     except ValidationError as error:
         raise SpecError([_describe(source, e) for e in error.errors()]) from None
+    if problems := spec.metric_problems():
+        raise SpecError([f"{source}: {problem}" for problem in problems])
+    return spec
 
 
 def load_spec(path: str | Path) -> tuple[SweepSpec, str]:

@@ -1,6 +1,7 @@
 """Datasets as tasks: `load_task(name, options, seed)` returns a Task that yields training and evaluation batches."""
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +22,7 @@ __all__ = [
     "Task",
     "TASK_NAMES",
     "load_task",
+    "task_type",
 ]
 
 ADDING_CLASSES = 19  # (y1 mod 10) + (y2 mod 10) takes the values 0..18
@@ -29,11 +31,20 @@ _SHD_OPTIONS = _DOWNLOAD_OPTIONS | {"bin_ms", "duration_s", "valid_fraction"}
 _SYNTHETIC_SPIKE_OPTIONS = {"n_channels", "steps_per_digit", "n_train", "n_test", "valid_fraction", "corpus_seed"}
 
 
-def _lm(splits_of: Callable[[dict, int], dict[str, np.ndarray]]) -> Callable[[str, dict, int], Task]:
-    return lambda name, options, seed: LanguageModelTask.from_bytes(name, splits_of(options, seed))
+class _Loader(NamedTuple):
+    task_type: type[Task]  # the class `load` returns: the task's kind and metric, known without its data
+    load: Callable[[str, dict, int], Task]
+    options: set[str]
 
 
-def _shd(digits_per_example: int) -> Callable[[str, dict, int], Task]:
+def _lm(splits_of: Callable[[dict, int], dict[str, np.ndarray]], options: set[str]) -> _Loader:
+    def load(name: str, task_options: dict, seed: int) -> Task:
+        return LanguageModelTask.from_bytes(name, splits_of(task_options, seed))
+
+    return _Loader(LanguageModelTask, load, options)
+
+
+def _shd(digits_per_example: int) -> _Loader:
     def load(name: str, options: dict, seed: int) -> Task:
         directory = data_dir(options)
         bin_s = float(options.get("bin_ms", 2.0)) / 1000.0
@@ -47,7 +58,7 @@ def _shd(digits_per_example: int) -> Callable[[str, dict, int], Task]:
         n_classes = SHD_CLASSES if digits_per_example == 1 else ADDING_CLASSES
         return _spike_task(name, train, test, digits_per_example, n_classes, seed, options)
 
-    return load
+    return _Loader(SpikeClassificationTask, load, _SHD_OPTIONS)
 
 
 def _synthetic_adding(name: str, options: dict, seed: int) -> Task:
@@ -73,11 +84,8 @@ def _spike_task(
     valid, pool = np.sort(order[:n_valid]), np.sort(order[n_valid:])
     return SpikeClassificationTask(
         name=name,
-        kind="classification",
         n_input=train.n_channels,
         n_output=n_classes,
-        metric="accuracy",
-        metric_mode="max",
         train_digits=train,
         train_pool=pool,
         eval_sets={
@@ -93,16 +101,21 @@ def _fixed_examples(samples: np.ndarray, digits_per_example: int, rng: np.random
     return np.stack([samples, *(rng.permutation(samples) for _ in range(digits_per_example - 1))], axis=1)
 
 
-_LOADERS: dict[str, tuple[Callable[[str, dict, int], Task], set[str]]] = {
-    "enwik8": (_lm(lambda options, seed: enwik8_splits(options)), _DOWNLOAD_OPTIONS | {"expected_size", "expected_md5"}),
-    "textfile": (_lm(textfile_splits), {"path"}),
-    "pystdlib": (_lm(pystdlib_splits), {"max_bytes"}),
-    "synthetic_copy": (_lm(synthetic_copy_splits), {"corpus_seed", "corpus_bytes"}),
-    "shd": (_shd(1), _SHD_OPTIONS),
-    "shd_adding": (_shd(2), _SHD_OPTIONS),
-    "synthetic_adding": (_synthetic_adding, _SYNTHETIC_SPIKE_OPTIONS),
+_LOADERS: dict[str, _Loader] = {
+    "enwik8": _lm(lambda options, seed: enwik8_splits(options), _DOWNLOAD_OPTIONS | {"expected_size", "expected_md5"}),
+    "textfile": _lm(textfile_splits, {"path"}),
+    "pystdlib": _lm(pystdlib_splits, {"max_bytes"}),
+    "synthetic_copy": _lm(synthetic_copy_splits, {"corpus_seed", "corpus_bytes"}),
+    "shd": _shd(1),
+    "shd_adding": _shd(2),
+    "synthetic_adding": _Loader(SpikeClassificationTask, _synthetic_adding, _SYNTHETIC_SPIKE_OPTIONS),
 }
 TASK_NAMES = tuple(_LOADERS)
+
+
+def task_type(name: str) -> type[Task]:
+    """The class of task `name` (its kind, metric and metric_mode) without reading any data; DatasetError if unknown."""
+    return _loader(name).task_type
 
 
 def load_task(name: str, options: dict | None = None, seed: int = 0) -> Task:
@@ -110,11 +123,15 @@ def load_task(name: str, options: dict | None = None, seed: int = 0) -> Task:
 
     Raises DatasetError (one-line message) for an unknown task or option, missing or damaged data.
     """
+    loader = _loader(name)
+    options = options or {}
+    unknown = sorted(set(options) - loader.options)
+    if unknown:
+        raise DatasetError(f"task '{name}' has no option {', '.join(map(repr, unknown))} (known: {', '.join(sorted(loader.options))})")
+    return loader.load(name, options, seed)
+
+
+def _loader(name: str) -> _Loader:
     if name not in _LOADERS:
         raise DatasetError(f"unknown task '{name}' (known: {', '.join(TASK_NAMES)})")
-    loader, known_options = _LOADERS[name]
-    options = options or {}
-    unknown = sorted(set(options) - known_options)
-    if unknown:
-        raise DatasetError(f"task '{name}' has no option {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known_options))})")
-    return loader(name, options, seed)
+    return _LOADERS[name]

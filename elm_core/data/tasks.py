@@ -3,7 +3,7 @@
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -35,14 +35,17 @@ class Batch:
 
 @dataclass
 class Task(ABC):
-    """A dataset with its metric: the trainer sizes the model from n_input/n_output and iterates batches."""
+    """A dataset with its metric: the trainer sizes the model from n_input/n_output and iterates batches.
 
+    kind, metric and metric_mode belong to the class, so they are known from a task's name without its data.
+    """
+
+    kind: ClassVar[Literal["lm", "classification"]]
+    metric: ClassVar[Literal["bpc", "accuracy"]]
+    metric_mode: ClassVar[Literal["min", "max"]]  # the direction in which the metric improves
     name: str
-    kind: Literal["lm", "classification"]
     n_input: int  # vocabulary size (LM) or input channels (spikes)
     n_output: int  # vocabulary size (LM) or classes
-    metric: Literal["bpc", "accuracy"]
-    metric_mode: Literal["min", "max"]
 
     @abstractmethod
     def train_batches(self, batch_size: int, seq_len: int, seed: int, start_step: int = 0) -> Iterator[Batch]:
@@ -72,6 +75,9 @@ class LanguageModelTask(Task):
     equal streams and batch k holds chunk k of every stream.
     """
 
+    kind = "lm"
+    metric = "bpc"
+    metric_mode = "min"
     splits: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # uint8 ids per split
     vocabulary: bytes = b""  # vocabulary[id] is the byte value of that id
 
@@ -86,11 +92,8 @@ class LanguageModelTask(Task):
         id_of_byte[byte_values] = np.arange(len(byte_values), dtype=np.uint8)
         return cls(
             name=name,
-            kind="lm",
             n_input=len(byte_values),
             n_output=len(byte_values),
-            metric="bpc",
-            metric_mode="min",
             splits={split: id_of_byte[raw] for split, raw in raw_splits.items()},
             vocabulary=bytes(byte_values.tolist()),
         )
@@ -153,6 +156,9 @@ class SpikeClassificationTask(Task):
     Training examples are drawn fresh each epoch from train_pool; valid/test examples are fixed rows.
     """
 
+    kind = "classification"
+    metric = "accuracy"
+    metric_mode = "max"
     train_digits: SpikeDigits | None = field(default=None, repr=False)
     train_pool: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
     eval_sets: dict[str, tuple[SpikeDigits, np.ndarray]] = field(default_factory=dict, repr=False)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from elm_core.data import DatasetCorrupt, DatasetError, DatasetUnavailable, load_task
+from elm_core.data import DatasetCorrupt, DatasetError, DatasetUnavailable, load_task, task_type
 
 ENWIK8_LIKE_BYTES = 20_000
 SHD_TRAIN_DIGITS = 60
@@ -127,6 +127,7 @@ def test_enwik8_zip_gives_standard_split_and_dense_vocabulary(tmp_path):
     write_enwik8_zip(tmp_path, data)
     task = load_task("enwik8", enwik8_options(tmp_path), seed=0)
     assert (task.kind, task.metric, task.metric_mode) == ("lm", "bpc", "min")
+    assert type(task) is task_type("enwik8")
     assert task.vocabulary == bytes(sorted(set(data)))
     assert task.n_input == task.n_output == len(set(data))
     assert decoded(task, task.splits["train"]) == data[:18_000]
@@ -323,6 +324,7 @@ def test_synthetic_adding_yields_spike_batches_with_adding_labels():
     task = load_task("synthetic_adding", {}, seed=0)
     batch = next(task.train_batches(8, 0, seed=0))
     assert (task.kind, task.n_input, task.n_output, task.metric_mode) == ("classification", 20, 19, "max")
+    assert type(task) is task_type("synthetic_adding")
     assert batch.inputs.shape == (8, 50, 20) and batch.inputs.dtype == torch.uint8
     assert set(np.unique(batch.inputs.numpy())) == {0, 1}
     assert batch.targets.min() >= 0 and batch.targets.max() <= 18
@@ -331,6 +333,8 @@ def test_synthetic_adding_yields_spike_batches_with_adding_labels():
 def test_unknown_task_or_option_is_a_one_line_error():
     with pytest.raises(DatasetError, match="unknown task 'enwik9' \\(known: enwik8, textfile"):
         load_task("enwik9", {}, seed=0)
+    with pytest.raises(DatasetError, match="unknown task 'enwik9'"):
+        task_type("enwik9")
     with pytest.raises(DatasetError, match="task 'pystdlib' has no option 'max_byte'"):
         load_task("pystdlib", {"max_byte": 10}, seed=0)
 
@@ -349,6 +353,7 @@ def test_shd_bins_spikes_at_2ms_over_one_second(tmp_path):
     write_shd_h5(tmp_path / "shd_test.h5", times, units, [13], times_dtype=np.float64)
     task = load_task("shd", shd_options(tmp_path), seed=0)
     assert (task.n_input, task.n_output, task.metric) == (700, 20, "accuracy")
+    assert type(task) is task_type("shd")
     (batch,) = task.eval_batches("test", 8, 0)
     assert batch.inputs.shape == (1, 500, 700) and batch.targets.tolist() == [13]
     steps, channels = np.nonzero(batch.inputs[0].numpy())

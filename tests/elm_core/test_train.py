@@ -11,6 +11,7 @@ from elm_core.train import (
     TrainingDiverged,
     learning_rate,
     regularisers,
+    reported_metrics,
     reset_probability,
     train,
 )
@@ -59,15 +60,27 @@ def test_training_lowers_validation_bits_per_character():
     assert valid[-1] < valid[0] < untrained - 1.0
     assert math.isfinite(final["test_bpc"]) and final["params_total"] > 0
     assert {"train_loss", "tokens_per_s", "step_time", "lr", "n_hidden", "k_e", "k_c"} <= set(reports[0][1])
+    # What a sweep may name as its metric is exactly what a trial reports, final test value included.
+    assert set().union(*(metrics for _, metrics in reports)) == set(reported_metrics("pystdlib"))
+    assert reports[-1][1] == final
 
 
 def test_classification_reports_accuracy_and_uses_last_step():
     cfg = TrainConfig(task="synthetic_adding", task_options={"n_train": 200, "n_test": 40, "steps_per_digit": 8},
                       model=TINY_MODEL | {"embedding_scale": 1.0}, optimizer="adamax", steps=10, eval_every=10,
                       eval_batches=3, batch_size=8, seq_len=16, warmup_steps=2)
-    final = train(cfg)
+    reports = []
+    final = train(cfg, lambda step, metrics: reports.append(metrics))
     assert 0.0 <= final["test_accuracy"] <= 1.0
     assert final["best_valid_accuracy"] is not None
+    assert set().union(*reports) == set(reported_metrics("synthetic_adding"))
+
+
+def test_reported_metrics_need_no_data_and_know_which_way_is_better():
+    lm, spikes = reported_metrics("enwik8"), reported_metrics("shd_adding")  # reads no data: neither need be on disk
+    assert (lm["test_bpc"], lm["best_valid_bpc"], lm["train_bpc"], lm["lr"]) == ("min", "min", "min", None)
+    assert (spikes["test_accuracy"], spikes["valid_accuracy"]) == ("max", "max")
+    assert "test_accuracy" not in lm and "train_bpc" not in spikes and "test_bpc" not in spikes
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):

@@ -1,11 +1,16 @@
 """Bad specs: one line per problem naming the key path and value, exit status 2, nothing in the database."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 from typer.testing import CliRunner
 
+from elm_core.data import TASK_NAMES
+from elm_core.train import reported_metrics
 from orchestrator.cli import app
 from orchestrator.plan import plan
-from orchestrator.spec import SpecError, parse_spec
+from orchestrator.spec import SpecError, load_spec, parse_spec
 from resultsdb import ResultsStore, migrate
 
 from sweeps import tiny_spec, write_spec
@@ -35,6 +40,14 @@ BAD_SPECS = [
     (broken(task="textfile", task_options={"path": "/nonexistent/corpus.txt"}), "/nonexistent/corpus.txt"),
     (broken(resources={"cpu": 0}), "resources.cpu"),
     (broken(name="has space"), "name"),
+    (broken(metric={"name": "test_acc", "mode": "max"}),
+     "metric.name: 'test_acc' is not reported by task 'synthetic_copy' (it reports: best_valid_bpc, grad_norm,"),
+    (broken(metric={"name": "test_bpc", "mode": "max"}),
+     "metric.mode: 'max' ranks 'test_bpc' backwards (lower is better: use mode 'min')"),
+    (broken(scheduler={"type": "asha", "metric": "valid_accuracy"}),
+     "scheduler.metric: 'valid_accuracy' is not reported by task 'synthetic_copy'"),
+    (broken(scheduler={"type": "asha", "metric": "tokens_per_s"}),
+     "scheduler.metric: 'tokens_per_s' is better higher, but the scheduler ranks it by metric.mode 'min'"),
 ]
 
 
@@ -101,3 +114,46 @@ def test_plan_command_prints_the_table(tmp_path):
     result = runner.invoke(app, ["plan", str(write_spec(tmp_path, tiny_spec()))])
     assert result.exit_code == 0, result.output
     assert "tiny: 4 trials" in result.output
+
+
+def test_plan_refuses_a_metric_the_task_does_not_report_in_one_line_listing_what_it_does(tmp_path):
+    spec = tiny_spec(task="pystdlib", task_options={"max_bytes": 100_000}, metric={"name": "test_acc", "mode": "max"})
+    path = write_spec(tmp_path, spec)
+    result = runner.invoke(app, ["plan", str(path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"error: {path}: metric.name: 'test_acc' is not reported by task 'pystdlib' (it reports: best_valid_bpc, "
+        "grad_norm, k_c, k_e, lr, n_hidden, params_total, step_time, test_bpc, tokens_per_s, train_bpc, train_loss, "
+        "valid_bpc)"
+    ]
+
+
+def test_metric_is_checked_before_any_data_is_read(tmp_path):
+    offline = {"data_dir": str(tmp_path / "empty"), "download": False}
+    spec = tiny_spec(task="shd_adding", task_options=offline, metric={"name": "test_bpc", "mode": "min"})
+    result = runner.invoke(app, ["plan", str(write_spec(tmp_path, spec))])
+    assert result.exit_code == 2
+    assert "metric.name: 'test_bpc' is not reported by task 'shd_adding' (it reports: best_valid_accuracy," in result.output
+    assert "not found" not in result.output  # the missing dataset was never looked for
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_every_reported_metric_is_accepted_with_its_direction(task):
+    for name, mode in reported_metrics(task).items():
+        for chosen in [mode] if mode else ["min", "max"]:
+            spec = parse_spec(yaml.safe_dump(tiny_spec(task=task, metric={"name": name, "mode": chosen})))
+            assert spec.metric.name == name
+
+
+def test_a_reported_metric_still_plans(tmp_path):
+    spec = tiny_spec(task="pystdlib", task_options={"max_bytes": 100_000}, budgets=[25_000, 60_000],
+                     metric={"name": "best_valid_bpc", "mode": "min"}, scheduler={"type": "asha", "metric": "valid_bpc"})
+    result = runner.invoke(app, ["plan", str(write_spec(tmp_path, spec))])
+    assert result.exit_code == 0, result.output
+    assert "tiny: 4 trials" in result.output
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweep_specs_validate(path):
+    spec, _ = load_spec(path)
+    assert spec.metric.name in reported_metrics(spec.task)
