@@ -1,7 +1,8 @@
 """Pareto frontier, scaling-law and tradeoff-model fits over trial tables (numpy/scipy/pandas only)."""
 
 from analysis.fitting import Estimate, FitError
-from analysis.frontier import aggregate_seeds, pareto_frontier, per_budget_optimum
+from analysis.frontier import aggregate_seeds, frontier, frontier_kind, pareto_frontier, per_budget_optimum
+from analysis.optimum import BudgetOptima, LocatedOptimum, locate_optima
 from analysis.scaling import (
     AllocationLawFit, FrontierLawFit, fit_allocation_law, fit_allocation_laws, fit_frontier_law,
 )
@@ -10,8 +11,8 @@ from analysis.surface import AllocationPrediction, SurfaceFit, fit_surface, pred
 from analysis.tradeoff import TradeoffFit, fit_tradeoff, predict_tradeoff_allocation
 
 __all__ = [
-    "AllocationLawFit", "AllocationPrediction", "Estimate", "FitError", "FrontierLawFit", "SurfaceFit",
+    "AllocationLawFit", "AllocationPrediction", "BudgetOptima", "Estimate", "FitError", "FrontierLawFit", "SurfaceFit",
     "TradeoffFit", "aggregate_seeds", "fit_allocation_law", "fit_allocation_laws", "fit_frontier_law",
-    "fit_surface", "fit_tradeoff", "pareto_frontier", "per_budget_optimum", "predict_allocation",
+    "fit_surface", "fit_tradeoff", "frontier", "frontier_kind", "LocatedOptimum", "locate_optima", "pareto_frontier", "per_budget_optimum", "predict_allocation",
     "predict_tradeoff_allocation", "suggest_next_sweep",
 ]

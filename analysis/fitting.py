@@ -255,14 +255,24 @@ def multistart_lbfgs(
     return MultiStartResult(theta, loss, scale, len(starts), len(converged), agreeing)
 
 
-def check_interior(theta: np.ndarray, bounds: Sequence[tuple[float, float]], names: Sequence[str],
-                   free_lower: Sequence[str], what: str) -> None:
-    """Raise if a parameter ends on its box bound: the data do not determine it (except allowed lower bounds)."""
+def parameters_at_bounds(theta: np.ndarray, bounds: Sequence[tuple[float, float]], names: Sequence[str],
+                         free_lower: Sequence[str] = ()) -> list[str]:
+    """Names of the parameters that ended on their box bound (except the lower bounds listed as free)."""
+    at_bounds = []
     for value, (low, high), name in zip(theta, bounds, names):
         span = high - low
         if value >= high - 1e-6 * span or (value <= low + 1e-6 * span and name not in free_lower):
-            raise FitError(f"{what}: parameter {name} ran to its bound ({value:.4g} in [{low}, {high}]); "
-                           "the data do not determine it (too flat, too few points, or wrong direction for mode)")
+            at_bounds.append(name)
+    return at_bounds
+
+
+def check_interior(theta: np.ndarray, bounds: Sequence[tuple[float, float]], names: Sequence[str],
+                   free_lower: Sequence[str], what: str) -> None:
+    """Raise if a parameter ends on its box bound: the data do not determine it (except allowed lower bounds)."""
+    for name in parameters_at_bounds(theta, bounds, names, free_lower)[:1]:
+        value, (low, high) = theta[list(names).index(name)], bounds[list(names).index(name)]
+        raise FitError(f"{what}: parameter {name} ran to its bound ({value:.4g} in [{low}, {high}]); "
+                       "the data do not determine it (too flat, too few points, or wrong direction for mode)")
 
 
 def bootstrap_refits(

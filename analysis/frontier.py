@@ -59,6 +59,42 @@ def pareto_frontier(df: pd.DataFrame, cost: str = "params_total", metric: str = 
     return rows.loc[mask].sort_values([cost, metric], kind="stable")
 
 
+FRONTIER_KINDS = ("auto", "per_budget", "pareto")
+
+
+def frontier_kind(df: pd.DataFrame, requested: str = "auto", config_columns: Sequence[str] | None = None) -> str:
+    """Which frontier a trial table has: "per_budget" or "pareto" (`requested` checked; "auto" chooses).
+
+    A fixed-budget sweep's allocations each land a little under their budget, so a strict Pareto set over
+    exact P keeps nearly all of them: there the frontier is each budget's optimum. "auto" chooses that
+    when every trial has a budget and some budget holds two or more allocations, else strict Pareto over P.
+    """
+    if requested not in FRONTIER_KINDS:
+        raise FitError(f"frontier must be one of {', '.join(FRONTIER_KINDS)}, got {requested!r}")
+    has_budgets = "budget" in df.columns and len(df) > 0 and bool(df["budget"].notna().all())
+    if requested == "per_budget" and not has_budgets:
+        missing = int(df["budget"].isna().sum()) if "budget" in df.columns else len(df)
+        raise FitError(f"a per-budget frontier needs a budget on every trial; {missing} have none")
+    if requested != "auto":
+        return requested
+    if not has_budgets:
+        return "pareto"
+    allocations = df.drop_duplicates(config_columns_of(df, config_columns))
+    return "per_budget" if allocations.groupby("budget").size().max() >= 2 else "pareto"
+
+
+def frontier(df: pd.DataFrame, metric: str, mode: str, kind: str = "auto", cost: str = "params_total",
+             config_columns: Sequence[str] | None = None) -> tuple[str, pd.DataFrame]:
+    """(kind, frontier rows of seed-averaged allocations): each budget's best, or the strict Pareto set over `cost`."""
+    table = aggregate_seeds(df, metric, config_columns)
+    kind = frontier_kind(table, kind, config_columns)
+    if kind == "pareto":
+        return kind, pareto_frontier(table, cost, metric, mode)
+    table = table.assign(_key=metric_key(table[metric].to_numpy(dtype=float), mode))
+    best = table.sort_values(["budget", "_key"], kind="stable").groupby("budget", sort=True).head(1)
+    return kind, best.drop(columns="_key").reset_index(drop=True)
+
+
 def aggregate_seeds(df: pd.DataFrame, metric: str, config_columns: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per allocation: `metric` becomes the mean over seeds, plus `{metric}_std` and `n_seeds`.
 

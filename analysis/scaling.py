@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.fitting import (
-    HUBER_DELTA, Estimate, FitError, JsonResult, blas_single_threaded, bootstrap_refits, check_interior,
+    HUBER_DELTA, Estimate, FitError, JsonResult, blas_single_threaded, check_interior,
     check_mode, estimates_from, finite_rows, group_codes, group_means, huber, multistart_lbfgs,
     percentile_interval, r_squared, refit_from, safe_log, snapshot_hash,
 )
-from analysis.frontier import config_columns_of, frontier_mask, metric_key
+from analysis.frontier import config_columns_of, frontier_kind, frontier_mask, metric_key
+from analysis.optimum import ALLOCATION_VALUES, BudgetOptima, locate_optima
 
 N_STARTS = 128
 N_BOOTSTRAP = 1000
@@ -26,7 +27,8 @@ class FrontierLawFit(JsonResult):
 
     metric: str
     mode: str
-    cost: str
+    cost: str  # "budget" when fitted to each budget's optimum
+    frontier: str  # "per_budget" or "pareto" (analysis.frontier.frontier_kind)
     E: Estimate
     A: Estimate
     alpha: Estimate
@@ -107,34 +109,37 @@ def fit_frontier_law(
     cost: str = "params_total",
     aggregate_seeds: bool = True,
     config_columns: Sequence[str] | None = None,
+    frontier: str = "auto",
+    optima: BudgetOptima | None = None,
     n_starts: int = N_STARTS,
     n_bootstrap: int = N_BOOTSTRAP,
     huber_delta: float = HUBER_DELTA,
     seed: int = 0,
 ) -> FrontierLawFit:
-    """Fit the frontier law with a Huber loss on log residuals; bootstrap CIs by resampling trials.
+    """Fit the frontier law with a Huber loss on log residuals and bootstrap CIs.
 
-    With `aggregate_seeds` the frontier is taken over seed-averaged allocations (re-averaged in each resample).
+    `frontier` (see analysis.frontier.frontier_kind): on a fixed-budget sweep ("per_budget") the law is
+    fitted against the budget to each budget's located optimum (analysis.optimum; pass `optima` to reuse
+    them), its intervals from the optima's bootstrap over seeds; otherwise ("pareto") to the strict Pareto
+    frontier over `cost`, of seed-averaged allocations with `aggregate_seeds`, resampling trials.
     Raises FitError on too few frontier points, non-positive metrics or costs, flat data, or no convergence.
     """
     check_mode(mode)
-    rows = finite_rows(df, [cost, metric])
-    columns = config_columns_of(rows, config_columns) if aggregate_seeds else []
-    codes, configs = group_codes(rows, columns) if columns else (np.arange(len(rows)), rows)
-    values = rows[metric].to_numpy(dtype=float)
-    group_cost = configs[cost].to_numpy(dtype=float) if columns else rows[cost].to_numpy(dtype=float)
-    if len(rows) and (values.min() <= 0 or group_cost.min() <= 0):
-        raise FitError(f"frontier law fits log residuals: {metric!r} and {cost!r} must be > 0")
-    n_groups = len(group_cost)
-
-    def frontier_points(indices):
-        means, counts = group_means(codes, values, n_groups, indices)
-        seen = counts > 0
-        on_front = frontier_mask(group_cost[seen], metric_key(means[seen], mode))
-        return group_cost[seen][on_front], means[seen][on_front]
-
-    front_cost, front_metric = frontier_points(None)
-    _check_law_data(front_cost, front_metric, metric, cost)
+    what = f"frontier law of {metric!r}"
+    rows = finite_rows(df, [metric])
+    columns = config_columns_of(rows, config_columns) if aggregate_seeds or frontier != "pareto" else []
+    kind = frontier_kind(rows, frontier, columns or None)
+    if kind == "per_budget":
+        optima = optima or locate_optima(rows, metric, mode, config_columns=config_columns, n_bootstrap=n_bootstrap,
+                                         seed=seed + 1)
+        cost, n_trials, data_hash = "budget", optima.n_trials, optima.snapshot_hash
+        front_cost, front_metric, metric_samples = optima.samples("metric")
+        _check_law_data(front_cost, front_metric, metric, "budgets")
+        resamples = [(front_cost, sample) for sample in metric_samples]
+    else:
+        rows = finite_rows(rows, [cost])
+        front_cost, front_metric, resamples = _pareto_points(rows, metric, mode, cost, columns, n_bootstrap, seed)
+        n_trials, data_hash = len(rows), snapshot_hash(rows, ["trial_id", cost, metric, *columns, "seed"])
     cost_ref = float(np.exp(np.log(front_cost).mean()))
     sign = 1.0 if mode == "min" else -1.0
     floor = 1e-3 * float(front_metric.min())
@@ -144,49 +149,68 @@ def fit_frontier_law(
         log_x = np.log(c / cost_ref)[None, :]
         return lambda theta: power_sum_loss(theta, log_x, y, 1.0, sign, huber_delta, floor)
 
-    best = multistart_lbfgs(loss_for(front_cost, front_metric), starts, bounds, f"frontier law of {metric!r}")
-    check_interior(best.theta, bounds, power_sum_names(["alpha"]),
-                   ("log E",) if mode == "min" else (), f"frontier law of {metric!r}")
-
-    def refit(indices):
-        c, y = frontier_points(indices)
-        if len(c) < len(FRONTIER_LAW_PARAMS) + 1:
-            return None
-        return refit_from(best, loss_for(c, y), bounds)
-
-    theta_samples = bootstrap_refits(n_bootstrap, len(rows), seed + 1, refit, 3)
-    theta_samples = theta_samples[np.isfinite(theta_samples).all(axis=1)]
+    best = multistart_lbfgs(loss_for(front_cost, front_metric), starts, bounds, what)
+    check_interior(best.theta, bounds, power_sum_names(["alpha"]), ("log E",) if mode == "min" else (), what)
+    refits = (refit_from(best, loss_for(c, y), bounds) if _enough_points(c, y) else None for c, y in resamples)
+    theta_samples = np.array([theta for theta in refits if theta is not None]).reshape(-1, 3)
 
     def to_original(theta):  # (log E, log A', alpha) -> (E, A, alpha), A in units of the raw cost
         theta = np.atleast_2d(theta)
         return np.column_stack([np.exp(theta[:, 0]), np.exp(theta[:, 1]) * cost_ref ** theta[:, 2], theta[:, 2]])
 
     point, samples = to_original(best.theta)[0], to_original(theta_samples)
-    estimates = estimates_from(point, samples, FRONTIER_LAW_PARAMS, f"frontier law of {metric!r}", n_bootstrap)
+    estimates = estimates_from(point, samples, FRONTIER_LAW_PARAMS, what, len(resamples))
     pred = _frontier_law(front_cost, *point, mode)
     return FrontierLawFit(
-        metric=metric, mode=mode, cost=cost, **estimates,
+        metric=metric, mode=mode, cost=cost, frontier=kind, **estimates,
         r_squared=r_squared(front_metric, pred),
         residuals=(np.log(pred) - np.log(front_metric)).tolist(),
-        frontier_cost=front_cost.tolist(), frontier_metric=front_metric.tolist(), n_trials=len(rows),
-        snapshot_hash=snapshot_hash(rows, ["trial_id", cost, metric, *columns, "seed"]),
-        n_starts=best.n_starts, n_converged=best.n_converged, n_agreeing=best.n_agreeing,
-        n_bootstrap=n_bootstrap, n_bootstrap_ok=len(samples), huber_delta=huber_delta, param_samples=samples,
+        frontier_cost=front_cost.tolist(), frontier_metric=front_metric.tolist(), n_trials=n_trials,
+        snapshot_hash=data_hash, n_starts=best.n_starts, n_converged=best.n_converged, n_agreeing=best.n_agreeing,
+        n_bootstrap=len(resamples), n_bootstrap_ok=len(samples), huber_delta=huber_delta, param_samples=samples,
     )
 
 
-def _check_law_data(x: np.ndarray, y: np.ndarray, metric: str, cost: str) -> None:
+def _enough_points(cost: np.ndarray, metric: np.ndarray) -> bool:
+    return len(np.unique(cost)) > len(FRONTIER_LAW_PARAMS) and bool(np.isfinite(metric).all())
+
+
+def _pareto_points(rows: pd.DataFrame, metric: str, mode: str, cost: str, columns: list[str], n_bootstrap: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Strict Pareto frontier (cost, metric) of the (seed-averaged) allocations, and of bootstrap resamples of trials."""
+    codes, configs = group_codes(rows, columns) if columns else (np.arange(len(rows)), rows)
+    values = rows[metric].to_numpy(dtype=float)
+    group_cost = configs[cost].to_numpy(dtype=float)
+    n_groups = len(group_cost)
+
+    def frontier_points(indices):
+        means, counts = group_means(codes, values, n_groups, indices)
+        seen = counts > 0
+        on_front = frontier_mask(group_cost[seen], metric_key(means[seen], mode))
+        return group_cost[seen][on_front], means[seen][on_front]
+
+    front_cost, front_metric = frontier_points(None)
+    _check_law_data(front_cost, front_metric, metric, "points on the Pareto frontier")
+    if n_bootstrap < 1:
+        raise FitError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+    rng = np.random.default_rng(seed + 1)
+    return front_cost, front_metric, [frontier_points(rng.integers(0, len(rows), len(rows))) for _ in range(n_bootstrap)]
+
+
+def _check_law_data(x: np.ndarray, y: np.ndarray, metric: str, points: str) -> None:
+    if len(y) and (y.min() <= 0 or x.min() <= 0):
+        raise FitError(f"frontier law of {metric!r} fits log residuals: the metric and the cost must be > 0")
     need = len(FRONTIER_LAW_PARAMS) + 1
     if len(np.unique(x)) < need:
-        raise FitError(f"frontier of {metric!r} has {len(np.unique(x))} distinct {cost!r} values; "
-                       f"a 3-parameter law needs at least {need}")
+        raise FitError(f"the frontier law of {metric!r} (3 parameters) needs at least {need} {points}, "
+                       f"got {len(np.unique(x))}")
     if np.ptp(y) <= 1e-12 * np.abs(y).max():
         raise FitError(f"{metric!r} is constant along the frontier; the law is not determined")
 
 
 @dataclass
 class AllocationLawFit(JsonResult):
-    """Optimal allocation y*(P) = coefficient·P^exponent, fitted in log-log on the per-budget optima."""
+    """Optimal allocation y*(P) = coefficient·P^exponent, fitted in log-log to each budget's located optimum."""
 
     column: str
     metric: str
@@ -196,7 +220,8 @@ class AllocationLawFit(JsonResult):
     r_squared: float  # in log space
     budgets: list[float]
     optimum: list[float]
-    residuals: list[float]  # log(predicted) − log(observed optimum) per budget
+    residuals: list[float]  # log(predicted) − log(located optimum) per budget
+    left_out: list[float]  # budgets whose best allocation is at the grid's edge: their optimum is not located
     n_trials: int
     snapshot_hash: str
     n_bootstrap: int
@@ -219,82 +244,55 @@ def fit_allocation_law(
     metric: str,
     mode: str,
     config_columns: Sequence[str] | None = None,
-    refine: bool = True,
+    optima: BudgetOptima | None = None,
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> AllocationLawFit:
-    """Fit the best allocation's `column` (n_hidden, k_e, d_m, ...) against budget as a power law.
+    """Fit the optimal allocation's `column` (n_hidden, k_e, d_m, k_c) against budget as a power law.
 
-    The optimum per budget is the best seed-averaged allocation; with `refine`, an interior optimum moves to
-    the vertex of a parabola in log(column) through it and its two neighbours, so the law is not stuck on
-    the grid. The bootstrap resamples trials and re-finds the optima. Needs >= 3 budgets, `column` > 0.
+    Each budget's optimum is located between grid points (analysis.optimum.locate_optima; pass `optima` to
+    reuse them); budgets whose best allocation is at the grid's edge are left out. The intervals refit the
+    optima's bootstrap replicates. Needs interior optima at >= 3 budgets.
     """
     check_mode(mode)
-    rows = finite_rows(df, ["budget", column, metric])
-    columns = config_columns_of(rows, config_columns)
-    if column not in columns or "budget" not in columns:
-        raise FitError(f"allocation law needs 'budget' and {column!r} among the config columns {columns}")
-    codes, configs = group_codes(rows, columns)
-    values = rows[metric].to_numpy(dtype=float)
-    budgets, budget_index = np.unique(configs["budget"].to_numpy(dtype=float), return_inverse=True)
-    allocation = configs[column].to_numpy(dtype=float)
+    optima = optima or locate_optima(df, metric, mode, config_columns=config_columns, n_bootstrap=n_bootstrap,
+                                     seed=seed + 1)
+    if column not in ALLOCATION_VALUES:
+        raise FitError(f"allocation law of {column!r}: column must be one of {list(ALLOCATION_VALUES)}")
+    budgets, observed, samples = optima.samples(column, interior_only=True)
+    left_out = [o.budget for o in optima.optima if not o.interior]
     if len(budgets) < 3:
-        raise FitError(f"allocation law of {column!r} needs trials at >= 3 budgets, got {len(budgets)}")
-    if allocation.min() <= 0 or budgets.min() <= 0:
-        raise FitError(f"allocation law is a power law: {column!r} and 'budget' must be > 0")
+        at_edge = f"; {len(left_out)} have their best at the grid's edge" if left_out else ""
+        raise FitError(f"allocation law of {column!r} needs >= 3 budgets with an interior optimum, "
+                       f"got {len(budgets)}{at_edge}")
+    if np.isnan(observed).any():
+        raise FitError(f"allocation law of {column!r}: trials lack column {column!r}")
     log_budget = np.log(budgets)
-
-    members_by_budget = [np.flatnonzero(budget_index == b)[np.argsort(allocation[budget_index == b], kind="stable")]
-                         for b in range(len(budgets))]
-
-    def optimum(indices):
-        means, counts = group_means(codes, values, len(allocation), indices)
-        which, best = [], []
-        for b, members in enumerate(members_by_budget):
-            seen = members[counts[members] > 0]
-            if len(seen):
-                which.append(b)
-                best.append(_best_value(allocation[seen], metric_key(means[seen], mode), refine))
-        return np.array(which, dtype=int), np.array(best)
-
-    def log_log_fit(indices):
-        which, best = optimum(indices)
-        if len(which) < 3:
-            return None
-        slope, intercept = np.polyfit(log_budget[which], np.log(best), 1)
-        return np.array([np.exp(intercept), slope])
-
-    _, observed = optimum(None)
-    point = log_log_fit(None)
-    samples = bootstrap_refits(n_bootstrap, len(rows), seed + 1, log_log_fit, 2)
-    samples = samples[np.isfinite(samples).all(axis=1)]
-    estimates = estimates_from(point, samples, ("coefficient", "exponent"), f"allocation law of {column!r}",
-                               n_bootstrap)
-    log_pred = np.log(point[0]) + point[1] * log_budget
+    slope, intercept = np.polyfit(log_budget, np.log(observed), 1)
+    point = np.array([np.exp(intercept), slope])
+    if len(samples):
+        slopes, intercepts = np.polyfit(log_budget, np.log(samples).T, 1)
+        param_samples = np.column_stack([np.exp(intercepts), slopes])
+    else:
+        param_samples = np.empty((0, 2))
+    param_samples = param_samples[np.isfinite(param_samples).all(axis=1)]
+    estimates = estimates_from(point, param_samples, ("coefficient", "exponent"), f"allocation law of {column!r}",
+                               optima.n_bootstrap)
+    log_pred = intercept + slope * log_budget
     return AllocationLawFit(
         column=column, metric=metric, mode=mode, **estimates,
         r_squared=r_squared(np.log(observed), log_pred) if np.ptp(observed) > 0 else float("nan"),
         budgets=budgets.tolist(), optimum=observed.tolist(), residuals=(log_pred - np.log(observed)).tolist(),
-        n_trials=len(rows), snapshot_hash=snapshot_hash(rows, ["trial_id", metric, *columns, "seed"]),
-        n_bootstrap=n_bootstrap, n_bootstrap_ok=len(samples), param_samples=samples,
+        left_out=left_out, n_trials=optima.n_trials, snapshot_hash=optima.snapshot_hash,
+        n_bootstrap=optima.n_bootstrap, n_bootstrap_ok=len(param_samples), param_samples=param_samples,
     )
 
 
-def _best_value(grid: np.ndarray, key: np.ndarray, refine: bool) -> float:
-    """Grid value with the lowest key (grid sorted), or the parabola vertex in log(grid) around it."""
-    i = int(np.argmin(key))
-    if not refine or i == 0 or i == len(grid) - 1:
-        return float(grid[i])
-    t = np.log(grid[i - 1:i + 2])
-    if not (t[0] < t[1] < t[2]):
-        return float(grid[i])
-    curvature, slope, _ = np.polyfit(t, key[i - 1:i + 2], 2)
-    if curvature <= 0:
-        return float(grid[i])
-    return float(np.exp(np.clip(-slope / (2 * curvature), t[0], t[2])))
-
-
-def fit_allocation_laws(df: pd.DataFrame, metric: str, mode: str, columns: Sequence[str] = ("n_hidden", "k_e"),
-                        **kwargs) -> dict[str, AllocationLawFit]:
-    """N*(P) and k_e*(P) (or the given columns) as power laws; keyword arguments go to fit_allocation_law."""
-    return {column: fit_allocation_law(df, column, metric, mode, **kwargs) for column in columns}
+def fit_allocation_laws(df: pd.DataFrame, metric: str, mode: str,
+                        columns: Sequence[str] = ("n_hidden", "k_e", "d_m"), config_columns: Sequence[str] | None = None,
+                        optima: BudgetOptima | None = None, n_bootstrap: int = N_BOOTSTRAP,
+                        seed: int = 0) -> dict[str, AllocationLawFit]:
+    """N*(P), k_e*(P), d_m*(P) (or the given columns) as power laws, from one location of the optima."""
+    optima = optima or locate_optima(df, metric, mode, config_columns=config_columns, n_bootstrap=n_bootstrap,
+                                     seed=seed + 1)
+    return {column: fit_allocation_law(df, column, metric, mode, optima=optima) for column in columns}

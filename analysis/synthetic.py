@@ -36,15 +36,19 @@ def cost_model(n_hidden: float, k_e: float) -> float:
 
 
 def synthetic_sweep(truth: Truth, noise: float, seeds: int, rng_seed: int = 0,
-                    budgets: Sequence[float] = BUDGETS, d_m_values: Sequence[int] = D_M_VALUES) -> pd.DataFrame:
+                    budgets: Sequence[float] = BUDGETS, d_m_values: Sequence[float] = D_M_VALUES,
+                    whole_neurons: bool = False) -> pd.DataFrame:
     """Trials over budgets × d_m × seeds with metric = truth·(1 + noise·ε), ε standard normal.
 
-    N is continuous so that every allocation of a budget costs exactly the budget; allocations with N < 4
-    are left out.
+    N is continuous so that every allocation of a budget costs exactly the budget, or with `whole_neurons`
+    the largest integer within it (as the budget solver lands each allocation a little under its budget);
+    allocations with N < 4 are left out.
     """
     budget, d_m, seed = (a.ravel() for a in np.meshgrid(budgets, d_m_values, np.arange(seeds), indexing="ij"))
     k_e = k_e_of(d_m)
     n_hidden = budget / (K_C + k_e)
+    if whole_neurons:
+        n_hidden = np.floor(n_hidden)
     keep = n_hidden >= 4
     budget, d_m, seed, k_e, n_hidden = budget[keep], d_m[keep], seed[keep], k_e[keep], n_hidden[keep]
     rng = np.random.default_rng(rng_seed)
@@ -52,7 +56,7 @@ def synthetic_sweep(truth: Truth, noise: float, seeds: int, rng_seed: int = 0,
     return pd.DataFrame({
         "trial_id": [f"syn-{b:.0f}-{m:.4f}-{s}" for b, m, s in zip(budget, d_m, seed)],
         "budget": budget, "n_hidden": n_hidden, "d_m": d_m, "k_e": k_e, "k_c": float(K_C),
-        "params_total": budget, "seed": seed.astype(int), "metric": metric,
+        "params_total": n_hidden * (K_C + k_e), "seed": seed.astype(int), "metric": metric,
     })
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.fitting import (
-    Estimate, FitError, JsonResult, blas_single_threaded, bootstrap_refits, check_interior, check_mode,
-    estimates_from, finite_rows, group_codes, group_means, multistart_lbfgs, refit_from, snapshot_hash,
+    Estimate, FitError, JsonResult, blas_single_threaded, bootstrap_refits, check_mode,
+    estimates_from, finite_rows, group_codes, group_means, multistart_lbfgs, parameters_at_bounds, refit_from,
+    snapshot_hash,
 )
 from analysis.frontier import config_columns_of
 from analysis.scaling import N_BOOTSTRAP, N_STARTS
@@ -52,6 +53,7 @@ class TradeoffFit(JsonResult):
     m0: Estimate
     m1: Estimate
     delta_fitted: bool
+    undetermined: list[str]  # parameters on a bound of their search box: reported there, not determined by the data
     pearson_r: float  # model vs seed-averaged metric over allocations
     residuals: list[float]  # predicted − observed mean per allocation
     optima: list[AllocationPrediction]
@@ -120,9 +122,10 @@ def fit_tradeoff(
     """Fit the tradeoff model jointly across budgets (least squares on seed-averaged allocations).
 
     The affine map is solved exactly for each trial of the nonlinear parameters; bootstrap resamples trials.
-    The connectivity exponent delta is fitted only when k_c takes >= 2 values. Raises FitError on too few
-    allocations, N or k_e that do not vary, an undetermined parameter, or a map with the wrong sign
-    (more information predicting a worse metric).
+    The connectivity exponent delta is fitted only when k_c takes >= 2 values. A parameter the data leave
+    undetermined ends on its search bound and is listed in `undetermined`. Raises FitError on too few
+    allocations, N or k_e that do not vary, or a map with the wrong sign (more information predicting a
+    worse metric).
     """
     check_mode(mode)
     rows = finite_rows(df, [n_column, k_e_column, k_c_column, metric])
@@ -159,7 +162,10 @@ def fit_tradeoff(
                               np.log(rng.uniform(0.2, 20, n_starts) / n_hidden.max())]
                              + ([rng.uniform(-1, 1, n_starts)] if fit_delta else []))
     best = multistart_lbfgs(loss_for(means, counts), starts, bounds, what)
-    check_interior(best.theta, bounds, names, ("log s_floor", "log rho0"), what)
+    # One budget's curve ties N to k_e, so some directions (e.g. gamma against s0) stay flat: such a parameter
+    # is reported on its bound and named, and the others, the curve and its optimum still stand.
+    undetermined = [name.removeprefix("log ")
+                    for name in parameters_at_bounds(best.theta, bounds, names, ("log s_floor", "log rho0"))]
 
     def to_original(theta, y, weights):  # -> TRADEOFF_PARAMS in raw k_e, k_c units, affine map refitted
         delta = theta[4] if fit_delta else 0.0
@@ -189,7 +195,7 @@ def fit_tradeoff(
         if "budget" in configs.columns else []
     return TradeoffFit(
         metric=metric, mode=mode, **estimates_from(point, samples, TRADEOFF_PARAMS, what, n_bootstrap),
-        delta_fitted=fit_delta,
+        delta_fitted=fit_delta, undetermined=undetermined,
         pearson_r=float(np.corrcoef(pred, means)[0, 1]), residuals=(pred - means).tolist(), optima=optima,
         n_allocations=len(configs), n_trials=len(rows),
         snapshot_hash=snapshot_hash(rows, ["trial_id", metric, *columns, "seed"]),

@@ -44,8 +44,11 @@ def test_frontier_law_for_a_metric_to_maximise():
     truth = {"E": 0.95, "A": 3.0, "alpha": 0.25}
     trials = synthetic_sweep(lambda P, n, k, d: (truth["E"] - truth["A"] * P ** -truth["alpha"])
                              * (1 - 0.05 * np.log(d / 8) ** 2), noise=0.002, seeds=3, rng_seed=5)
-    fit = fit_frontier_law(trials, metric="metric", mode="max", n_bootstrap=150)
-    assert_recovers(fit, truth)
+    assert_recovers(fit_frontier_law(trials, metric="metric", mode="max", frontier="pareto", n_bootstrap=150), truth)
+    per_budget = fit_frontier_law(trials, metric="metric", mode="max", n_bootstrap=150)
+    assert per_budget.frontier == "per_budget" and per_budget.cost == "budget"
+    assert per_budget.alpha.contains(truth["alpha"]) and per_budget.alpha.value == pytest.approx(truth["alpha"], abs=0.05)
+    assert per_budget.E.value == pytest.approx(truth["E"], rel=0.01)
 
 
 def test_frontier_law_of_noise_free_data_refits_its_bootstrap_resamples():
@@ -122,7 +125,7 @@ def test_tradeoff_fits_connectivity_exponent_when_k_c_varies():
 
 def test_too_few_points_fail_with_a_clear_message():
     trials = synthetic_sweep(frontier_truth, noise=0.01, seeds=2, budgets=(1e4, 1e5))
-    with pytest.raises(FitError, match="needs at least 4"):
+    with pytest.raises(FitError, match="needs at least 4 budgets, got 2"):
         fit_frontier_law(trials, **FAST)
     with pytest.raises(FitError, match=">= 3 budgets"):
         fit_allocation_law(trials, "d_m", **FAST)
@@ -134,15 +137,19 @@ def test_too_few_points_fail_with_a_clear_message():
 
 def test_degenerate_data_fail_instead_of_giving_a_number():
     flat = synthetic_sweep(lambda P, n, k, d: np.full_like(P, 1.3), noise=0.0, seeds=2)
-    with pytest.raises(FitError, match="has 1 distinct"):  # the cheapest point dominates all others
+    with pytest.raises(FitError, match="constant along the frontier"):
         fit_frontier_law(flat, **FAST)
+    with pytest.raises(FitError, match="needs at least 4 points on the Pareto frontier, got 1"):
+        fit_frontier_law(flat, frontier="pareto", **FAST)  # the cheapest point dominates all others
     with pytest.raises(FitError, match="constant"):
         fit_surface(flat, **FAST)
     with pytest.raises(FitError, match="constant"):
         fit_tradeoff(flat, **FAST)
     noisy_flat = synthetic_sweep(lambda P, n, k, d: np.full_like(P, 1.3), noise=0.01, seeds=2, rng_seed=3)
-    with pytest.raises(FitError, match="bootstrap resamples could be refitted"):
+    with pytest.raises(FitError, match="alpha ran to its bound"):
         fit_frontier_law(noisy_flat, **FAST)
+    with pytest.raises(FitError, match="bootstrap resamples could be refitted"):
+        fit_frontier_law(noisy_flat, frontier="pareto", **FAST)
     rising = synthetic_sweep(lambda P, n, k, d: 0.5 + 0.01 * n ** 0.3 + 0.01 * k ** 0.2, noise=0.001, seeds=2)
     with pytest.raises(FitError, match="ran to its bound"):  # worse with more and bigger neurons: no such law
         fit_surface(rising, **FAST)
@@ -156,3 +163,30 @@ def test_degenerate_data_fail_instead_of_giving_a_number():
         fit_frontier_law(negative, **FAST)
     with pytest.raises(FitError, match="lack column"):
         fit_surface(negative.drop(columns="k_e"), **FAST)
+
+
+def paper_enwik8_curve() -> pd.DataFrame:
+    """One budget shaped like the paper's Enwik8 sweep (Fig. 4c): P ≈ 3.5 M, d_m 5 .. 100, a flat minimum near 30.
+
+    k_e and N follow DESIGN §2-3 (d_tree 50, d_branch 15, d_mlp 2·d_m, l_mlp 1; 204 readout neurons).
+    """
+    d_m = np.array([5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 70, 80, 90, 100.0])
+    bpc = [1.68, 1.668, 1.66, 1.654, 1.651, 1.650, 1.650, 1.651, 1.655, 1.66, 1.67, 1.69, 1.715, 1.75]
+    k_e = 4 * d_m**2 + 104 * d_m + 1
+    readout = 204 * (750 + 53 * 3 + 3 + 3 + 1) + 204**2 + 204
+    n_hidden = np.floor((3.5e6 - readout) / (750 + k_e))
+    return pd.DataFrame({"trial_id": [f"enwik8-{d:g}" for d in d_m], "budget": 3.5e6, "n_hidden": n_hidden,
+                         "d_m": d_m, "k_e": k_e, "k_c": 750.0, "params_total": n_hidden * (750 + k_e) + readout,
+                         "seed": 0, "metric": bpc})
+
+
+def test_tradeoff_model_fits_a_single_budget_u_shaped_curve():
+    curve = paper_enwik8_curve()
+    fit = fit_tradeoff(curve, **FAST)
+    assert fit.pearson_r >= 0.95
+    assert set(fit.undetermined) <= set(TRADEOFF_TRUTH)  # named, not fatal
+    (optimum,) = fit.optima
+    assert optimum.interior
+    k_e_at = dict(zip(curve["d_m"], curve["k_e"]))
+    assert k_e_at[25] < optimum.k_e.value < k_e_at[40]  # at the curve's flat minimum (d_m 30-35)
+    assert optimum.metric.value == pytest.approx(1.650, abs=0.005)

@@ -21,11 +21,11 @@ def trials():
 
 
 def test_suggest_centres_the_d_m_grid_on_the_predicted_optimum_at_a_larger_budget(trials):
-    spec = suggest_next_sweep(trials, BASE_SPEC, "metric", "min")
+    spec = suggest_next_sweep(trials.rename(columns={"metric": "test_bpc"}), BASE_SPEC, "test_bpc", "min")
     assert set(spec) == {"name", "task", "metric", "budgets", "allocation", "seeds", "training"}
     parse_spec(yaml.safe_dump(spec))  # the orchestrator accepts what suggest writes
     assert spec["budgets"] == [pytest.approx(3e7)]
-    assert spec["metric"] == {"name": "metric", "mode": "min"}
+    assert spec["metric"] == {"name": "test_bpc", "mode": "min"}
     assert spec["task"] == "enwik8" and spec["seeds"] == [0, 1, 2]
     assert spec["training"] == BASE_SPEC["training"] and spec["training"] is not BASE_SPEC["training"]
     values = spec["allocation"]["vary"]["d_m"]
