@@ -150,6 +150,8 @@ class JsonResult:
                 value = {k: dataclasses.asdict(v) if isinstance(v, Estimate) else v for k, v in value.items()}
             elif isinstance(value, list):
                 value = [v.to_dict() if isinstance(v, JsonResult) else v for v in value]
+            elif isinstance(value, JsonResult):
+                value = value.to_dict()
             out[f.name] = value
         return to_jsonable(out)
 

@@ -33,8 +33,8 @@ class LocatedOptimum(JsonResult):
     `method` is "parabola" when located between grid points, "grid" when it is the best allocation itself
     (at the grid's edge, too few allocations, or a profile without curvature there); `edge` is "low" or
     "high" when the best allocation is the grid's first or last, and `note` says what to do about it.
-    `interval` says what the bootstrap resampled: "seeds" (each allocation's seeds), "residuals" (one seed
-    per allocation: noise estimated from the parabola's residuals) or "none" (no interval can be given).
+    `interval` says where the bootstrap's noise came from: "seeds" (the spread of seeds within the allocations
+    around the best, pooled), "residuals" (one seed per allocation: the parabola's residuals) or "none".
     """
 
     budget: float
@@ -127,15 +127,12 @@ def _locate(t: np.ndarray, key: np.ndarray, weights: np.ndarray) -> tuple[float,
     return vertex, float(value), "parabola", None
 
 
-def _resampled_means(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap means of one allocation's seeds, their spread widened by sqrt(n / (n - 1)).
-
-    A resampled mean of n values varies by (n - 1)/n of the mean's true variance: with 2 or 3 seeds the
-    plain percentile interval would be 30 % or 18 % too narrow.
-    """
-    n = len(values)
-    resampled = values[rng.integers(0, n, (n_bootstrap, n))].mean(axis=1)
-    return values.mean() + np.sqrt(n / (n - 1)) * (resampled - values.mean())
+def _pooled_seed_scale(seed_values: list[np.ndarray]) -> float:
+    """Noise of one seed's metric: the spread of seeds within allocations, pooled; NaN if none has two seeds."""
+    dof = sum(len(v) - 1 for v in seed_values)
+    if dof < 1:
+        return float("nan")
+    return float(np.sqrt(sum(((v - v.mean()) ** 2).sum() for v in seed_values) / dof))
 
 
 def _residual_scale(t: np.ndarray, key: np.ndarray, weights: np.ndarray) -> float:
@@ -222,14 +219,19 @@ def _located(profile: _Profile, seed_values: list[np.ndarray], sign: float, n_bo
     t, weights = profile.t, profile.counts
     key = sign * np.array([v.mean() for v in seed_values])
     t_best, key_best, method, edge = _locate(t, key, weights)
-    if weights.min() >= 2:
+    # A parametric bootstrap: each replicate perturbs every allocation's mean by the noise of one seed / sqrt(seeds).
+    # Resampling each allocation's own 2-3 seeds instead gives intervals whose width is as noisy as those few
+    # seeds: they held the true optimum only ~85 % of the time on synthetic sweeps.
+    i = int(np.argmin(key))
+    near_best = seed_values[max(0, i - WINDOW):i + WINDOW + 1]  # noise often grows with the metric: pool where it counts
+    if np.isfinite(scale := _pooled_seed_scale(near_best)):
         interval = "seeds"
-        replicate_keys = sign * np.column_stack([_resampled_means(v, n_bootstrap, rng) for v in seed_values])
     elif np.isfinite(scale := _residual_scale(t, key, weights)):
         interval = "residuals"
-        replicate_keys = key + scale / np.sqrt(weights) * rng.standard_normal((n_bootstrap, len(t)))
     else:
-        interval, replicate_keys = "none", np.empty((0, len(t)))
+        interval = "none"
+    draws = n_bootstrap if interval != "none" else 0
+    replicate_keys = key + scale / np.sqrt(weights) * rng.standard_normal((draws, len(t)))
     located = np.array([_locate(t, k, weights)[:2] for k in replicate_keys]).reshape(-1, 2)
     samples = np.column_stack([profile.allocation_at(located[:, 0]), sign * located[:, 1]])
     on_grid = np.flatnonzero(t == t_best)

@@ -50,10 +50,10 @@ class SurfaceFit(JsonResult):
 
     def predict(self, n_hidden, k_e) -> np.ndarray:
         point = np.array([[getattr(self, name).value for name in SURFACE_PARAMS]])
-        return _surface(point, np.asarray(n_hidden, dtype=float), np.asarray(k_e, dtype=float), self.mode)[0]
+        return surface_metric(point, np.asarray(n_hidden, dtype=float), np.asarray(k_e, dtype=float), self.mode)[0]
 
 
-def _surface(params: np.ndarray, n_hidden: np.ndarray, k_e: np.ndarray, mode: str) -> np.ndarray:
+def surface_metric(params: np.ndarray, n_hidden: np.ndarray, k_e: np.ndarray, mode: str) -> np.ndarray:
     """Surface for each parameter row (S, 5) at the points (n,) -> (S, n)."""
     E, A, a, B, b = (params[:, i, None] for i in range(5))
     sign = 1.0 if mode == "min" else -1.0
@@ -124,7 +124,7 @@ def fit_surface(
                                 np.exp(theta[:, 3]) * k_ref ** theta[:, 4], theta[:, 4]])
 
     point, samples = to_original(best.theta)[0], to_original(theta_samples)
-    pred = _surface(point[None, :], n_hidden, k_e, mode)[0]
+    pred = surface_metric(point[None, :], n_hidden, k_e, mode)[0]
     return SurfaceFit(
         metric=metric, mode=mode, **estimates_from(point, samples, SURFACE_PARAMS, what, n_bootstrap),
         r_squared=r_squared(means, pred, counts), residuals=(np.log(pred) - np.log(means)).tolist(),
@@ -155,6 +155,23 @@ def budget_curve(budget: float, cost_model: CostModel, k_e_grid: np.ndarray) -> 
     if len(feasible_k) < 3:
         raise FitError(f"budget {budget:g}: fewer than 3 k_e values in the search range leave room for N >= 1")
     return np.array(feasible_k), np.array(n_values)
+
+
+PATH_COLUMNS = ("k_e", "n_hidden", "k_c", "d_m")
+
+
+def budget_path(group: pd.DataFrame, n_points: int, k_e_column: str = "k_e") -> dict[str, np.ndarray]:
+    """One budget's sweep as a continuous path: N, k_c, d_m interpolated in log space along log k_e.
+
+    Keys: PATH_COLUMNS present in `group` (k_e under "k_e" whatever its column is called).
+    """
+    group = group.sort_values(k_e_column)
+    log_k = np.log(group[k_e_column].to_numpy(dtype=float))
+    path = {"k_e": np.exp(np.linspace(log_k[0], log_k[-1], n_points))}
+    for column in PATH_COLUMNS[1:]:
+        if column in group.columns:
+            path[column] = np.exp(np.interp(np.log(path["k_e"]), log_k, np.log(group[column].to_numpy(dtype=float))))
+    return path
 
 
 @dataclass
@@ -197,6 +214,6 @@ def predict_allocation(fit: SurfaceFit, budget: float, cost_model: CostModel,
     low, high = k_e_range or (fit.k_e_observed[0] / 10, fit.k_e_observed[1] * 100)
     k_grid, n_values = budget_curve(budget, cost_model, np.geomspace(low, high, n_grid))
     point = np.array([[getattr(fit, name).value for name in SURFACE_PARAMS]])
-    return optimum_on_curve(_surface(point, n_values, k_grid, fit.mode)[0],
-                            _surface(fit.param_samples, n_values, k_grid, fit.mode), budget, k_grid, n_values,
+    return optimum_on_curve(surface_metric(point, n_values, k_grid, fit.mode)[0],
+                            surface_metric(fit.param_samples, n_values, k_grid, fit.mode), budget, k_grid, n_values,
                             fit.mode)

@@ -16,7 +16,7 @@ from analysis.fitting import (
 )
 from analysis.frontier import config_columns_of
 from analysis.scaling import N_BOOTSTRAP, N_STARTS
-from analysis.surface import AllocationPrediction, CostModel, budget_curve, optimum_on_curve
+from analysis.surface import AllocationPrediction, CostModel, budget_curve, budget_path, optimum_on_curve
 
 TRADEOFF_PARAMS = ("s_floor", "s0", "gamma", "rho0", "delta", "m0", "m1")
 _HALF_LOG2 = 0.5 / math.log(2)
@@ -206,12 +206,9 @@ def fit_tradeoff(
 
 def _budget_optimum(point, samples, group: pd.DataFrame, n_column, k_e_column, k_c_column,
                     mode) -> AllocationPrediction:
-    """Model optimum along one budget's sweep: log N and log k_c interpolated in log k_e between observed points."""
-    group = group.sort_values(k_e_column)
-    log_k = np.log(group[k_e_column].to_numpy(dtype=float))
-    k_grid = np.exp(np.linspace(log_k[0], log_k[-1], CURVE_POINTS))
-    n_grid, k_c_grid = (np.exp(np.interp(np.log(k_grid), log_k, np.log(group[c].to_numpy(dtype=float))))
-                        for c in (n_column, k_c_column))
+    """Model optimum along one budget's sweep (analysis.surface.budget_path)."""
+    path = budget_path(group.rename(columns={n_column: "n_hidden", k_c_column: "k_c"}), CURVE_POINTS, k_e_column)
+    k_grid, n_grid, k_c_grid = path["k_e"], path["n_hidden"], path["k_c"]
     return optimum_on_curve(tradeoff_metric(point[None, :], n_grid, k_grid, k_c_grid, mode)[0],
                             tradeoff_metric(samples, n_grid, k_grid, k_c_grid, mode),
                             float(group["budget"].iloc[0]), k_grid, n_grid, mode)

@@ -16,8 +16,9 @@ from resultsdb import ResultsStore
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """
-Results of elmscale sweeps: trials and their metrics, the Pareto frontier of metric against parameters, the best
-allocation per budget, the frontier scaling law, exports for pandas/pyarrow, and a live feed of events.
+Results of elmscale sweeps: trials and their metrics, the frontier of metric against parameters (each budget's best
+on a fixed-budget sweep), each budget's optimum located between grid points with its interval, every law (frontier,
+allocation, surface, tradeoff model) with intervals and predictions, exports for pandas/pyarrow, and a live feed.
 
 Reads are open unless the server runs with `ELMSCALE_API_READ_TOKEN_REQUIRED=1`; writes need a bearer token
 (`orchestrator token create NAME`). Errors answer `{"detail": "<what is wrong, naming the field or value>"}`.

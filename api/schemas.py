@@ -117,13 +117,21 @@ class FrontierPointOut(AllocationOut):
     n_seeds: int | None = None
 
 
+FrontierKind = Literal["auto", "per_budget", "pareto"]
+LawName = Literal["frontier", "allocation", "surface", "tradeoff"]
+PositiveBudget = Annotated[float, Field(gt=0, le=1e15, allow_inf_nan=False)]
+
+
 class FrontierOut(BaseModel):
     sweep: str
     metric: str
     mode: str
-    cost: str
+    kind: Literal["per_budget", "pareto"] = Field(
+        description="per_budget: each budget's best allocation (a fixed-budget sweep); pareto: strict Pareto set over cost"
+    )
+    cost: str = Field(description="The cost axis: 'budget' for a per-budget frontier")
     aggregate_seeds: bool
-    points: list[FrontierPointOut] = Field(description="Pareto-optimal points sorted by cost")
+    points: list[FrontierPointOut] = Field(description="Frontier points sorted by cost")
 
 
 class OptimumChoice(AllocationOut):
@@ -132,10 +140,37 @@ class OptimumChoice(AllocationOut):
     n_seeds: int | None = None
 
 
+class EstimateOut(BaseModel):
+    value: float | None
+    ci_low: float | None = Field(description="95 % bootstrap interval; null where it is open (beyond the grid) or unknown")
+    ci_high: float | None
+
+
+class LocatedOptimumOut(BaseModel):
+    """The budget's optimum located between grid points (analysis.optimum)."""
+
+    budget: float
+    axis: str = Field(description="The swept axis the profile is fitted along")
+    method: Literal["parabola", "grid"]
+    edge: Literal["low", "high"] | None = Field(description="The best allocation is the grid's first or last")
+    note: str | None = Field(description="What to do about an edge or a profile that cannot be located")
+    interval: Literal["seeds", "residuals", "none"] = Field(description="What the bootstrap resampled")
+    d_m: EstimateOut | None
+    n_hidden: EstimateOut | None
+    k_e: EstimateOut | None
+    k_c: EstimateOut | None
+    metric: EstimateOut
+    grid_best: float
+    grid_best_metric: float
+    n_allocations: int
+    n_trials: int
+
+
 class BudgetOptimumOut(BaseModel):
     budget: int
     best: OptimumChoice
     runner_up: OptimumChoice | None
+    located: LocatedOptimumOut | None
     n_allocations: int
     gap: float | None = Field(description="How much worse the runner-up is (>= 0); null without one")
 
@@ -148,29 +183,48 @@ class OptimumOut(BaseModel):
     budgets: list[BudgetOptimumOut]
 
 
-class EstimateOut(BaseModel):
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
+class CurveOut(BaseModel):
+    label: str
+    budget: float | None = Field(description="The budget whose sweep the curve follows; null for a law across budgets")
+    x: str
+    y: str
+    points: list[list[float | None]] = Field(description="[x, y, 95 % low, 95 % high] along x")
 
 
-class FitOut(BaseModel):
+class PredictionOut(BaseModel):
+    budget: float
+    d_m: EstimateOut | None
+    n_hidden: EstimateOut | None
+    k_e: EstimateOut | None
+    metric: EstimateOut | None
+    interior: bool | None
+
+
+class LawOut(BaseModel):
     sweep: str
+    law: LawName
     metric: str
     mode: str
-    cost: str
-    law: str
-    E: EstimateOut
-    A: EstimateOut
-    alpha: EstimateOut
-    r_squared: float | None
-    frontier_cost: list[float]
-    frontier_metric: list[float]
-    residuals: list[float | None]
+    formula: str
+    fitted_on: str
+    parameters: dict[str, EstimateOut]
+    undetermined: list[str] = Field(description="Parameters the data leave undetermined, reported on their search bound")
+    quality: dict[str, float | None] = Field(description="r_squared, or pearson_r for the tradeoff model")
     n_trials: int
     n_bootstrap: int
     n_bootstrap_ok: int
     snapshot_hash: str
+    notes: list[str]
+    curves: list[CurveOut]
+    prediction: PredictionOut | None
+
+
+class LawsOut(BaseModel):
+    sweep: str
+    metric: str
+    mode: str
+    laws: list[LawOut]
+    refused: dict[str, str] = Field(description="Laws that cannot be fitted, with what the data lack")
 
 
 # Feed

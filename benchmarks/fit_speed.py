@@ -1,5 +1,9 @@
 """Fit times on 1,000 synthetic trials with 1,000 bootstrap resamples, and recovered-vs-true parameters.
 
+Every law goes through the fixed-budget path a sweep takes: each budget's optimum located between grid points
+(analysis.optimum), the frontier and allocation laws fitted against the budget. The last table puts each
+located optimum beside the true one (the synthetic frontier law's d_m*(P) is known in closed form).
+
 Run: .venv/bin/python benchmarks/fit_speed.py [--bootstrap 1000] [--seeds 12]
 """
 
@@ -8,9 +12,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from analysis import fit_allocation_law, fit_frontier_law, fit_surface, fit_tradeoff, predict_allocation
+from analysis import (
+    fit_allocation_law, fit_frontier_law, fit_surface, fit_tradeoff, locate_optima, predict_allocation,
+)
 from analysis.synthetic import (
-    D_M_LAW_TRUTH, FRONTIER_TRUTH, SURFACE_TRUTH, TRADEOFF_TRUTH, cost_model, frontier_truth, surface_truth,
+    D_M_LAW_TRUTH, D_M_VALUES, FRONTIER_TRUTH, SURFACE_TRUTH, TRADEOFF_TRUTH, cost_model, frontier_truth, surface_truth,
     synthetic_sweep, tradeoff_truth,
 )
 
@@ -30,13 +36,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=12, help="seeds per allocation (12 gives ~1,000 trials)")
     args = parser.parse_args()
 
-    frontier_trials = synthetic_sweep(frontier_truth, NOISE["frontier"], args.seeds, rng_seed=1)
+    # The grid shifted by 2^(1/4): every budget's true optimum falls halfway between two grid points.
+    frontier_trials = synthetic_sweep(frontier_truth, NOISE["frontier"], args.seeds, rng_seed=1,
+                                      d_m_values=[v * 2**0.25 for v in D_M_VALUES], whole_neurons=True)
     surface_trials = synthetic_sweep(surface_truth, NOISE["surface"], args.seeds, rng_seed=2)
     tradeoff_trials = synthetic_sweep(tradeoff_truth, NOISE["tradeoff"], args.seeds, rng_seed=3)
     common = {"metric": "metric", "mode": "min", "n_bootstrap": args.bootstrap}
+    optima, wall, cpu = timed(locate_optima, frontier_trials, **common)
+    print(f"{'located optima':<24} {len(frontier_trials):>6} {len(optima.optima):>7} budgets {wall:>8.2f} {cpu:>8.2f}")
     runs = [
-        ("frontier law", FRONTIER_TRUTH, frontier_trials, fit_frontier_law, {}),
-        ("allocation law d_m*(P)", D_M_LAW_TRUTH, frontier_trials, fit_allocation_law, {"column": "d_m"}),
+        ("frontier law", FRONTIER_TRUTH, frontier_trials, fit_frontier_law, {"optima": optima}),
+        ("allocation law d_m*(P)", D_M_LAW_TRUTH, frontier_trials, fit_allocation_law,
+         {"column": "d_m", "optima": optima}),
         ("surface", SURFACE_TRUTH, surface_trials, fit_surface, {}),
         ("tradeoff model", TRADEOFF_TRUTH, tradeoff_trials, fit_tradeoff, {}),
     ]
@@ -62,6 +73,13 @@ def main() -> None:
     tradeoff = results[3][2]
     print(f"tradeoff model Pearson r = {tradeoff.pearson_r:.5f}; interior optima at "
           f"{sum(o.interior for o in tradeoff.optima)}/{len(tradeoff.optima)} budgets")
+
+    print(f"\n{'budget':>8} {'true d_m*':>10} {'located d_m*':>13} {'95% CI':>18} {'in CI':>6} {'method':>9}")
+    for located in optima.optima:
+        truth = D_M_LAW_TRUTH["coefficient"] * located.budget ** D_M_LAW_TRUTH["exponent"]
+        d_m = located.d_m
+        print(f"{located.budget:>8.3g} {truth:>10.4g} {d_m.value:>13.4g} {f'[{d_m.ci_low:.4g}, {d_m.ci_high:.4g}]':>18} "
+              f"{'yes' if d_m.contains(truth) else 'NO':>6} {located.method:>9}")
 
 
 if __name__ == "__main__":

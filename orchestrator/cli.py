@@ -5,6 +5,7 @@ Every error a user can cause prints one line per problem and exits with status 2
 
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,13 @@ AddressOption = Annotated[
     typer.Option("--address", envvar="RAY_ADDRESS",
                  help="Address of an existing Ray cluster, or 'auto' on one of its nodes (default: start a local one)."),
 ]
+
+
+def allocation_columns() -> list[str]:
+    """A trial's configuration apart from its seed: what tells allocations apart in the analyses."""
+    from resultsdb.models import ALLOCATION_COLUMNS
+
+    return [column for column in ALLOCATION_COLUMNS if column != "seed"]
 
 
 class UserError(Exception):
@@ -249,27 +257,47 @@ def frontier(name: str, db: DbOption = None, metric: Annotated[Optional[str], ty
 def _print_frontier(store, name: str, metric: str | None = None) -> None:
     from analysis.fitting import FitError
     from analysis.frontier import per_budget_optimum
+    from analysis.optimum import locate_optima
     from resultsdb.frames import METRIC_COLUMN, metric_frame
-    from resultsdb.models import ALLOCATION_COLUMNS
 
     frame, metric, mode = metric_frame(store, name, metric)
     try:
-        best = per_budget_optimum(frame, METRIC_COLUMN, mode, config_columns=[c for c in ALLOCATION_COLUMNS if c != "seed"])
+        best = per_budget_optimum(frame, METRIC_COLUMN, mode, config_columns=allocation_columns())
+        located = {o.budget: o for o in locate_optima(frame, METRIC_COLUMN, mode, config_columns=allocation_columns(),
+                                                      n_bootstrap=500).optima}
     except FitError:
         console.print(f"{name}: no finished trial has {metric} yet")
         return
     better = "lower" if mode == "min" else "higher"
-    table = Table(title=f"{name}: best allocation per budget ({metric}, {better} is better; 2nd = runner-up)")
-    for column in ("budget", "N", "d_m", "k_e", "k_c", "P", metric, "seeds", "2nd d_m", "2nd"):
+    table = Table(title=f"{name}: best allocation per budget ({metric}, {better} is better; 2nd = runner-up; "
+                        "located = optimum between grid points, 95% interval)")
+    for column in ("budget", "N", "d_m", "k_e", "k_c", "P", metric, "seeds", "2nd d_m", "2nd", "located d_m",
+                   f"located {metric}"):
         table.add_column(column, justify="right")
+    notes = []
     for row in best.itertuples():
         runner = getattr(row, f"runner_up_{METRIC_COLUMN}")
+        optimum = located[float(row.budget)]
+        if optimum.note:
+            notes.append(f"budget {row.budget:.4g}: {optimum.note}")
         table.add_row(
             f"{row.budget:.3g}", str(int(row.n_hidden)), str(int(row.d_m)), f"{int(row.k_e):,}", f"{int(row.k_c):,}",
             f"{int(row.params_total):,}", f"{getattr(row, METRIC_COLUMN):.4f}", str(int(row.n_seeds)),
             "" if runner != runner else str(int(row.runner_up_d_m)), "" if runner != runner else f"{runner:.4f}",
+            *((_interval(optimum.d_m, ".3g"), _interval(optimum.metric, ".4f")) if optimum.interior
+              else (f"{optimum.grid_best:g} (edge)", f"{optimum.grid_best_metric:.4f}")),
         )
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)
+
+
+def _interval(estimate, spec: str) -> str:
+    """'value [low, high]'; an open or unknown side shows as '?' (an optimum at the grid's edge)."""
+    if estimate is None:
+        return ""
+    ends = ["?" if not math.isfinite(end) else format(end, spec) for end in (estimate.ci_low, estimate.ci_high)]
+    return f"{format(estimate.value, spec)} [{ends[0]}, {ends[1]}]"
 
 
 @app.command()
@@ -309,46 +337,78 @@ def _trial_table(db: str | None, name: str, metric: str | None):
     return store, *metric_frame(store, name, metric)
 
 
+LawOption = Annotated[str, typer.Option("--law", help="frontier, allocation, surface, tradeoff, or all.")]
+
+
 @app.command()
 def fit(
     name: str,
     db: DbOption = None,
-    metric: Annotated[Optional[str], typer.Option()] = None,
+    metric: Annotated[Optional[str], typer.Option(help="A reported metric (default: the sweep's).")] = None,
+    law: LawOption = "all",
+    budget: Annotated[Optional[float], typer.Option(help="Also predict the optimum at this budget.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the fits as JSON here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fits as JSON (the API's /laws answer).")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON here.")] = None,
 ) -> None:
-    """Fit the frontier law metric(P) = E + A·P^-alpha and the allocation laws N*(P), k_e*(P), with 95% intervals."""
+    """Fit the sweep's laws (frontier, allocation N*/k_e*/d_m*(P), surface, tradeoff) with 95% intervals.
+
+    Example: orchestrator fit quickstart --law frontier --budget 1e6 --json
+    """
     import json
 
-    from analysis import FitError, fit_allocation_laws, fit_frontier_law
+    from analysis.laws import LAWS, fit_laws
     from resultsdb.frames import METRIC_COLUMN
 
     with user_errors():
+        if law != "all" and law not in LAWS:
+            raise UserError(f"--law must be one of {', '.join(LAWS)} or all, got {law!r}")
+        if budget is not None and not budget > 0:
+            raise UserError(f"--budget must be a positive number of parameters, got {budget:g}")
+        if bootstrap < 20:
+            raise UserError(f"--bootstrap must be at least 20, got {bootstrap}")
         _, frame, metric, mode = _trial_table(db, name, metric)
-        try:
-            law = fit_frontier_law(frame, METRIC_COLUMN, mode, n_bootstrap=bootstrap)
-        except FitError as error:
-            raise UserError(f"{name}: cannot fit the frontier law: {error}") from None
-        try:
-            allocation = fit_allocation_laws(frame, METRIC_COLUMN, mode, n_bootstrap=bootstrap)
-        except FitError as error:
-            allocation, why = {}, str(error)
-    table = Table(title=f"{name}: {metric}(P) = E {'+' if mode == 'min' else '-'} A·P^-alpha on the frontier "
-                        f"(R² {law.r_squared:.4f}, {law.n_trials} trials)")
+        reports, refused = fit_laws(frame, METRIC_COLUMN, mode, LAWS if law == "all" else (law,), metric_name=metric,
+                                    config_columns=allocation_columns(), budget=budget, n_bootstrap=bootstrap)
+        if not reports and law != "all":
+            raise UserError(f"{name}: cannot fit the {law} law: {refused[law]}")
+        if not reports:
+            reasons = "; ".join(f"{which}: {why}" for which, why in refused.items())
+            raise UserError(f"{name}: no law can be fitted yet ({reasons})")
+    payload = ({"sweep": name, **reports[0].to_dict()} if law != "all" else
+               {"sweep": name, "metric": metric, "mode": mode, "laws": [{"sweep": name, **r.to_dict()} for r in reports],
+                "refused": refused})
+    if as_json:
+        print(json.dumps(payload, indent=2))
+    else:
+        for report in reports:
+            console.print(_law_table(name, report))
+        for which, why in refused.items():
+            console.print(f"{which} law not fitted: {why}", highlight=False)
+    if out:
+        out.write_text(json.dumps(payload, indent=2))
+        (errors if as_json else console).print(f"wrote {out}")
+
+
+def _law_table(name: str, report) -> Table:
+    quality = ", ".join(f"{key} {value:.4f}" for key, value in report.quality.items())
+    table = Table(title=f"{name}: {report.law} law  {report.formula}\n"
+                        f"fitted on {report.fitted_on}; {quality}; {report.n_trials} trials")
     for column in ("parameter", "value", "95% interval"):
         table.add_column(column, justify="right")
-    for label, estimate in (("E", law.E), ("A", law.A), ("alpha", law.alpha)):
-        table.add_row(label, f"{estimate.value:.6g}", f"[{estimate.ci_low:.6g}, {estimate.ci_high:.6g}]")
-    for column, fitted in allocation.items():
-        table.add_row(f"{column}* exponent", f"{fitted.exponent.value:.4g}",
-                      f"[{fitted.exponent.ci_low:.4g}, {fitted.exponent.ci_high:.4g}]")
-    console.print(table)
-    if not allocation:
-        console.print(f"allocation laws not fitted: {why}")
-    if out:
-        payload = {"frontier_law": law.to_dict(), "allocation_laws": {k: v.to_dict() for k, v in allocation.items()}}
-        out.write_text(json.dumps(payload, indent=2))
-        console.print(f"wrote {out}")
+    for label, estimate in report.parameters.items():
+        flag = " (not determined)" if label in report.undetermined else ""
+        table.add_row(f"{label}{flag}", f"{estimate.value:.6g}", f"[{estimate.ci_low:.6g}, {estimate.ci_high:.6g}]")
+    prediction = report.prediction
+    if prediction is not None:
+        for label in ("d_m", "n_hidden", "k_e", "metric"):
+            estimate = getattr(prediction, label)
+            if estimate is not None:
+                table.add_row(f"{label} at P = {prediction.budget:.4g}", f"{estimate.value:.6g}",
+                              f"[{estimate.ci_low:.6g}, {estimate.ci_high:.6g}]")
+    for note in report.notes:
+        table.add_row(note, "", "")
+    return table
 
 
 @app.command()
@@ -385,10 +445,12 @@ def plot(
     name: str,
     out: Annotated[Path, typer.Option("--out", help="Directory for the PNG and SVG files.")] = Path("plots"),
     db: DbOption = None,
-    metric: Annotated[Optional[str], typer.Option()] = None,
+    metric: Annotated[Optional[str], typer.Option(help="A reported metric (default: the sweep's).")] = None,
 ) -> None:
-    """Frontier with its fitted law, metric vs d_m per budget, and the optimum's trajectory (PNG and SVG)."""
-    from analysis import FitError, fit_frontier_law
+    """Frontier with its fitted law, metric vs d_m per budget with the model curves and located optima, and the
+    optimum's trajectory d_m*(P), N*(P) with the allocation laws (PNG and SVG)."""
+    from analysis import FitError, locate_optima
+    from analysis.laws import fit_laws
     from analysis.plots import plot_frontier, plot_metric_vs_allocation, plot_optimum_trajectory
     from resultsdb.frames import METRIC_COLUMN
 
@@ -397,14 +459,18 @@ def plot(
         frame = frame.rename(columns={METRIC_COLUMN: metric})
         out.mkdir(parents=True, exist_ok=True)
         try:
-            law = fit_frontier_law(frame, metric, mode, n_bootstrap=200)
+            optima = locate_optima(frame, metric, mode, config_columns=allocation_columns(), n_bootstrap=200)
         except FitError:
-            law = None
+            optima = None
+        reports, _ = fit_laws(frame, metric, mode, config_columns=allocation_columns(), optima=optima, n_bootstrap=200)
+        laws = {report.law: report for report in reports}
         try:
             written = [
-                *plot_frontier(frame, metric, mode, out / f"{name}_frontier", fit=law),
-                *plot_metric_vs_allocation(frame, metric, mode, out / f"{name}_tradeoff"),
-                *plot_optimum_trajectory(frame, metric, mode, out / f"{name}_optimum"),
+                *plot_frontier(frame, metric, mode, out / f"{name}_frontier", law=laws.get("frontier")),
+                *plot_metric_vs_allocation(frame, metric, mode, out / f"{name}_tradeoff", optima=optima,
+                                           models=[laws[k] for k in ("surface", "tradeoff") if k in laws]),
+                *plot_optimum_trajectory(frame, metric, mode, out / f"{name}_optimum", optima=optima,
+                                         law=laws.get("allocation")),
             ]
         except FitError as error:
             raise UserError(f"{name}: cannot plot: {error}") from None

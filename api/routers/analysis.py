@@ -1,4 +1,4 @@
-"""Analysis of a sweep's trial summaries: Pareto frontier, per-budget optimum, frontier scaling law."""
+"""Analysis of a sweep's trial summaries: the frontier, each budget's optimum, and every law fitted to them."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ from typing import Annotated, Any, Literal
 
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import Path as FastApiPath
 
-from analysis import aggregate_seeds as seed_means
-from analysis import fit_frontier_law, pareto_frontier, per_budget_optimum
+from analysis import FitError, locate_optima, pareto_frontier, per_budget_optimum
+from analysis import frontier as frontier_rows
+from analysis.fitting import finite_rows
+from analysis.laws import LAWS, fit_laws
 from api.deps import Frames, require_reader
 from api.errors import ERROR_RESPONSES
 from api.frames import MetricFrame, SweepFrames
 from api.routers.common import SweepName
-from api.schemas import FitOut, FrontierOut, MetricName, OptimumOut
+from api.schemas import FrontierKind, FrontierOut, LawName, LawOut, LawsOut, MetricName, OptimumOut, PositiveBudget
 from resultsdb.frames import METRIC_COLUMN
 from resultsdb.models import ALLOCATION_COLUMNS
 
@@ -55,33 +58,53 @@ def _records(frame: pd.DataFrame, renames: dict[str, str] | None = None) -> list
 VALUE_NAMES = {METRIC_COLUMN: "value", f"{METRIC_COLUMN}_std": "value_std"}
 
 
-@router.get("/{name}/frontier", response_model=FrontierOut, summary="Pareto-optimal trials: best metric for no more cost")
+FrontierQuery = Annotated[
+    FrontierKind, Query(description="per_budget: each budget's best allocation; pareto: strict Pareto set over the "
+                                    "cost; auto: per_budget for a fixed-budget sweep, else pareto")
+]
+BootstrapQuery = Annotated[int, Query(ge=20, le=1000, description="Bootstrap resamples for the intervals")]
+SeedQuery = Annotated[int, Query(ge=0, le=2**31 - 1, description="Random seed of starts and resamples")]
+
+
+@router.get("/{name}/frontier", response_model=FrontierOut, summary="The frontier: best metric for no more cost")
 def frontier(
     name: SweepName,
     frames: Frames,
     metric: MetricQuery = None,
-    cost: Annotated[Cost, Query(description="The cost axis")] = "params_total",
+    kind: FrontierQuery = "auto",
+    cost: Annotated[Cost, Query(description="The cost axis of a Pareto frontier")] = "params_total",
     aggregate_seeds: AggregateSeeds = True,
 ) -> dict[str, Any]:
     def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> dict[str, Any]:
-        table = seed_means(trials, METRIC_COLUMN, ALLOCATION) if aggregate_seeds else trials
-        return {
-            "sweep": name, "metric": metric_name, "mode": mode, "cost": cost, "aggregate_seeds": aggregate_seeds,
-            "points": _records(pareto_frontier(table, cost, METRIC_COLUMN, mode), VALUE_NAMES),
-        }
+        answer = {"sweep": name, "metric": metric_name, "mode": mode, "kind": "pareto", "cost": cost,
+                  "aggregate_seeds": aggregate_seeds, "points": []}
+        rows = finite_rows(trials, [METRIC_COLUMN])
+        if rows.empty:
+            return answer
+        if not aggregate_seeds:
+            points = pareto_frontier(rows, cost, METRIC_COLUMN, mode)
+        else:
+            answer["kind"], points = frontier_rows(rows, METRIC_COLUMN, mode, kind, cost, ALLOCATION)
+        if answer["kind"] == "per_budget":
+            answer["cost"] = "budget"
+        return answer | {"points": _records(points, VALUE_NAMES)}
 
-    return _analysed(frames, name, metric, ("frontier", cost, aggregate_seeds), analyse)
+    return _analysed(frames, name, metric, ("frontier", kind, cost, aggregate_seeds), analyse)
 
 
-@router.get("/{name}/optimum", response_model=OptimumOut, summary="Per budget: the best allocation and the runner-up")
+@router.get("/{name}/optimum", response_model=OptimumOut,
+            summary="Per budget: the best allocation, the runner-up, and the optimum located between grid points")
 def optimum(
-    name: SweepName, frames: Frames, metric: MetricQuery = None, aggregate_seeds: AggregateSeeds = True
+    name: SweepName, frames: Frames, metric: MetricQuery = None, aggregate_seeds: AggregateSeeds = True,
+    n_bootstrap: BootstrapQuery = 200, seed: SeedQuery = 0,
 ) -> dict[str, Any]:
     def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> dict[str, Any]:
         answer = {"sweep": name, "metric": metric_name, "mode": mode, "aggregate_seeds": aggregate_seeds, "budgets": []}
         if trials[METRIC_COLUMN].notna().sum() == 0 or trials["budget"].notna().sum() == 0:
             return answer
         table = per_budget_optimum(trials, METRIC_COLUMN, mode, aggregate_seeds, config_columns=ALLOCATION)
+        located = {o.budget: o.to_dict() for o in locate_optima(
+            trials, METRIC_COLUMN, mode, config_columns=ALLOCATION, n_bootstrap=n_bootstrap, seed=seed).optima}
         runner_up_columns = [f"runner_up_{column}" for column in [*ALLOCATION[1:], METRIC_COLUMN]]
         best_rows = _records(table.drop(columns=runner_up_columns), VALUE_NAMES)
         runner_up_rows = _records(
@@ -93,37 +116,56 @@ def optimum(
                 "budget": best["budget"],
                 "best": best,
                 "runner_up": runner_up if runner_up["value"] is not None else None,
+                "located": located.get(float(best["budget"])),
                 "n_allocations": best["n_allocations"],
                 "gap": best["gap"],
             })
         return answer
 
-    return _analysed(frames, name, metric, ("optimum", aggregate_seeds), analyse)
+    return _analysed(frames, name, metric, ("optimum", aggregate_seeds, n_bootstrap, seed), analyse)
+
+
+def _law_reports(trials: pd.DataFrame, metric_name: str, mode: str, laws: tuple[str, ...], **options):
+    return fit_laws(trials, METRIC_COLUMN, mode, laws, metric_name=metric_name, config_columns=ALLOCATION, **options)
+
+
+@router.get("/{name}/laws", response_model=LawsOut,
+            summary="Every law: frontier, allocation N*/k_e*/d_m*(P), surface, tradeoff model; and why any cannot be fitted")
+def laws(
+    name: SweepName, frames: Frames, metric: MetricQuery = None,
+    budget: Annotated[PositiveBudget | None, Query(description="Also predict the optimum at this budget")] = None,
+    frontier: FrontierQuery = "auto", n_bootstrap: BootstrapQuery = 200, seed: SeedQuery = 0,
+) -> dict[str, Any]:
+    def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> dict[str, Any]:
+        reports, refused = _law_reports(trials, metric_name, mode, LAWS, budget=budget, frontier=frontier,
+                                        n_bootstrap=n_bootstrap, seed=seed)
+        return {"sweep": name, "metric": metric_name, "mode": mode,
+                "laws": [_law_out(name, report) for report in reports], "refused": refused}
+
+    return _analysed(frames, name, metric, ("laws", budget, frontier, n_bootstrap, seed), analyse)
 
 
 @router.get(
-    "/{name}/fit",
-    response_model=FitOut,
-    summary="Frontier scaling law metric = E ± A·cost^(−alpha) with bootstrap intervals",
-    description="Fitted on the Pareto frontier (analysis.fit_frontier_law); 422 with the reason when it cannot be fitted.",
+    "/{name}/laws/{law}",
+    response_model=LawOut,
+    summary="One law with 95 % bootstrap intervals, fit quality, curves to draw and the data snapshot hash",
+    description="422 with the reason in plain words when the data cannot determine it.",
 )
-def fit(
-    name: SweepName,
-    frames: Frames,
+def law(
+    name: SweepName, law: Annotated[LawName, FastApiPath(description="Which law")], frames: Frames,
     metric: MetricQuery = None,
-    cost: Annotated[Cost, Query(description="The cost axis")] = "params_total",
-    aggregate_seeds: AggregateSeeds = True,
-    n_bootstrap: Annotated[int, Query(ge=20, le=1000, description="Bootstrap resamples for the intervals")] = 200,
-    seed: Annotated[int, Query(ge=0, le=2**31 - 1, description="Random seed of starts and resamples")] = 0,
+    budget: Annotated[PositiveBudget | None, Query(description="Also predict the optimum at this budget")] = None,
+    frontier: FrontierQuery = "auto", n_bootstrap: BootstrapQuery = 200, seed: SeedQuery = 0,
 ) -> dict[str, Any]:
     def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> dict[str, Any]:
-        # Name the value column after the metric so that a FitError's message names it too.
-        value_column = metric_name if metric_name not in trials.columns else METRIC_COLUMN
-        law = fit_frontier_law(
-            trials.rename(columns={METRIC_COLUMN: value_column}), value_column, mode, cost,
-            aggregate_seeds=aggregate_seeds, config_columns=ALLOCATION, n_bootstrap=n_bootstrap, seed=seed,
-        ).to_dict()
-        sign = "+" if mode == "min" else "−"
-        return {**law, "sweep": name, "metric": metric_name, "law": f"{metric_name} = E {sign} A·{cost}^(−alpha)"}
+        reports, refused = _law_reports(trials, metric_name, mode, (law,), budget=budget, frontier=frontier,
+                                        n_bootstrap=n_bootstrap, seed=seed)
+        if refused:
+            raise FitError(refused[law])
+        return _law_out(name, reports[0])
 
-    return _analysed(frames, name, metric, ("fit", cost, aggregate_seeds, n_bootstrap, seed), analyse)
+    return _analysed(frames, name, metric, ("law", law, budget, frontier, n_bootstrap, seed), analyse)
+
+
+def _law_out(sweep: str, report) -> dict[str, Any]:
+    return {"sweep": sweep, **report.to_dict()}

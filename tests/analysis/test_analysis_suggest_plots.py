@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis import FitError, fit_allocation_laws, fit_frontier_law, suggest_next_sweep
+from analysis import FitError, locate_optima, suggest_next_sweep
+from analysis.laws import fit_laws
 from analysis.plots import plot_frontier, plot_metric_vs_allocation, plot_optimum_trajectory
 from analysis.suggest import centred_grid
 from analysis.synthetic import D_M_LAW_TRUTH, frontier_truth, synthetic_sweep
@@ -55,15 +56,20 @@ def test_centred_grid_is_geometric_unique_and_positive():
 
 
 def test_plots_write_non_empty_png_and_svg(trials, tmp_path):
-    fit = fit_frontier_law(trials, metric="metric", mode="min", n_bootstrap=50)
-    laws = fit_allocation_laws(trials, metric="metric", mode="min", n_bootstrap=50)
-    written = (plot_frontier(trials, "metric", "min", tmp_path / "frontier", fit=fit)
-               + plot_metric_vs_allocation(trials, "metric", "min", tmp_path / "by_d_m.png")
-               + plot_optimum_trajectory(trials, "metric", "min", tmp_path / "sub" / "trajectory", laws=laws))
+    optima = locate_optima(trials, "metric", "min", n_bootstrap=50)
+    reports, refused = fit_laws(trials, "metric", "min", optima=optima, n_bootstrap=50)
+    laws = {report.law: report for report in reports}
+    assert set(laws) == {"frontier", "allocation", "surface", "tradeoff"}, refused
+    written = (plot_frontier(trials, "metric", "min", tmp_path / "frontier", law=laws["frontier"])
+               + plot_metric_vs_allocation(trials, "metric", "min", tmp_path / "by_d_m.png", optima=optima,
+                                           models=[laws["surface"], laws["tradeoff"]])
+               + plot_optimum_trajectory(trials, "metric", "min", tmp_path / "sub" / "trajectory", optima=optima,
+                                         law=laws["allocation"]))
     assert sorted(p.name for p in written) == sorted(f"{stem}.{ext}" for stem in ("frontier", "by_d_m", "trajectory")
                                                     for ext in ("png", "svg"))
     for path in written:
         assert path.stat().st_size > 1000
         head = path.read_bytes()[:200]
         assert head.startswith(b"\x89PNG") if path.suffix == ".png" else b"<svg" in head or b"<?xml" in head
-    assert np.isfinite(fit.predict_band([1e8])[0]).all()
+    svg = (tmp_path / "by_d_m.svg").read_text()
+    assert "located optimum" in svg and "surface model" in svg and "tradeoff model" in svg

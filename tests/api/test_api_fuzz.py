@@ -23,7 +23,7 @@ from resultsdb import ResultsStore, migrate
 
 PATHS = [
     "/sweeps", "/sweeps/{name}", "/sweeps/{name}/trials", "/sweeps/{name}/frontier", "/sweeps/{name}/optimum",
-    "/sweeps/{name}/fit", "/sweeps/{name}/export", "/trials/{trial_id}", "/trials/{trial_id}/series", "/feed",
+    "/sweeps/{name}/laws", "/sweeps/{name}/laws/{law}", "/sweeps/{name}/export", "/trials/{trial_id}", "/trials/{trial_id}/series", "/feed",
     "/sweeps/{name}/results", "/healthz",
 ]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -52,7 +52,7 @@ def test_no_server_errors_and_responses_match_the_schema(fuzz_target, path):
         def call(case):
             if path == "/feed":
                 case.query = {**(case.query or {}), "timeout": 0.05}  # keep each stream short
-            if path.endswith("/fit"):
+            if "/laws" in path or path.endswith("/optimum"):
                 case.query = {**(case.query or {}), "n_bootstrap": 20}
             case.call_and_validate(headers=auth, checks=CHECKS)
 

@@ -20,7 +20,7 @@ def test_sweep_list_and_detail_show_counts_best_and_budgets(client, store):
 
 
 def test_unknown_sweep_is_404_naming_it(client):
-    for path in ("", "/trials", "/frontier", "/optimum", "/fit", "/export"):
+    for path in ("", "/trials", "/frontier", "/optimum", "/laws", "/laws/frontier", "/export"):
         answer = client.get(f"{API}/sweeps/nope{path}")
         assert answer.status_code == 404, path
         assert "nope" in answer.json()["detail"]

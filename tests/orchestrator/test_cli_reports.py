@@ -1,6 +1,6 @@
 """Reporting commands over a sweep whose results are known: frontier, export, fit, suggest, plot, status, tokens."""
 
-import math
+import json
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -78,15 +78,46 @@ def test_export_refuses_unknown_format_and_sweep(finished_sweep):
     assert missing.exit_code == 2 and "sweep 'nope' does not exist" in missing.output
 
 
-def test_fit_reports_the_frontier_law_with_intervals(finished_sweep, tmp_path):
+def test_fit_json_gives_every_law_with_intervals_and_recovers_the_known_surface(finished_sweep, tmp_path):
     db, _ = finished_sweep
     out = tmp_path / "fit.json"
-    result = runner.invoke(app, ["fit", "known", "--db", db, "--bootstrap", "100", "--out", str(out)],
+    result = runner.invoke(app, ["fit", "known", "--db", db, "--bootstrap", "100", "--json", "--budget", "1e5",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed == json.loads(out.read_text())
+    laws = {law["law"]: law for law in printed["laws"]}
+    assert set(laws) | set(printed["refused"]) == {"frontier", "allocation", "surface", "tradeoff"}
+    surface = laws["surface"]
+    for name, truth in (("a", 0.5), ("b", 0.6)):
+        estimate = surface["parameters"][name]
+        assert estimate["ci_low"] - 1e-6 <= truth <= estimate["ci_high"] + 1e-6 and abs(estimate["value"] - truth) < 0.05
+    assert surface["prediction"]["budget"] == 1e5 and surface["prediction"]["n_hidden"]["value"] > 0
+    assert len(surface["snapshot_hash"]) == 64 and surface["curves"]
+
+
+def test_fit_tables_and_a_law_the_data_cannot_determine(finished_sweep):
+    db, _ = finished_sweep
+    result = runner.invoke(app, ["fit", "known", "--db", db, "--bootstrap", "50", "--law", "surface"],
                            env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "alpha" in result.output and "n_hidden* exponent" in result.output
-    fitted = __import__("json").loads(out.read_text())
-    assert math.isfinite(fitted["frontier_law"]["alpha"]["value"])
+    assert "surface law" in result.output and "95% interval" in result.output
+    wrong = runner.invoke(app, ["fit", "known", "--db", db, "--law", "colour"])
+    assert wrong.exit_code == 2 and "--law must be one of frontier, allocation, surface, tradeoff or all" in wrong.output
+
+
+def test_fit_of_two_budgets_says_in_one_line_what_the_frontier_law_lacks(migrated_db_url):
+    spec_dict = tiny_spec("two", budgets=[3000, 6000], allocation={"vary": {"d_m": [1, 2, 3]},
+                                                                 "fixed": {"d_tree": 3, "d_branch": 3}})
+    text = yaml.safe_dump(spec_dict)
+    with ResultsStore(migrated_db_url) as store:
+        for t in prepare(parse_spec(text), text, store):
+            store.set_trial_status(t.trial_id, "completed", final={"test_bpc": known_loss(t.model.n_hidden, t.params.k_e, 0)})
+    result = runner.invoke(app, ["fit", "two", "--db", migrated_db_url, "--law", "frontier"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: two: cannot fit the frontier law: the frontier law of 'test_bpc' (3 parameters) needs at least 4 "
+        "budgets, got 2"]
 
 
 def test_suggest_writes_a_spec_the_orchestrator_plans(finished_sweep, tmp_path):
