@@ -3,6 +3,7 @@ and located optima, and the optimum's trajectory across budgets with the allocat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; the API and CLI run without a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -29,6 +31,24 @@ def _save(fig, path: str | Path) -> list[Path]:
         written.append(target)
     plt.close(fig)
     return written
+
+
+def _plain(value: float, _position=None) -> str:
+    return f"{value:g}"
+
+
+def _two_and_five(value: float, _position=None) -> str:
+    """Minor log ticks labelled at 2 and 5 of each decade only, so that they do not overlap."""
+    leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
+    return f"{value:g}" if leading in (2, 5) else ""
+
+
+def _readable_log_axes(ax) -> None:
+    """Plain numbers (2, 5, 10, 20) on log axes rather than 2×10^0."""
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale == "log":
+            axis.set_major_formatter(FuncFormatter(_plain))
+            axis.set_minor_formatter(FuncFormatter(_two_and_five))
 
 
 def _band(ax, curve, color: str, label: str, style: str = "-") -> None:
@@ -85,6 +105,7 @@ def plot_metric_vs_allocation(df: pd.DataFrame, metric: str, mode: str, path: st
         ax.plot([], [], styles[model.law], color="0.3", label=f"{model.law} model")
     ax.plot([], [], "*", color="gold", mec="k", ms=11, label="located optimum (95%)")
     ax.set(xscale="log", xlabel=axis, ylabel=metric, title=f"{metric} vs {axis} at fixed budget")
+    _readable_log_axes(ax)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 
@@ -105,7 +126,8 @@ def plot_optimum_trajectory(df: pd.DataFrame, metric: str, mode: str, path: str 
             open_side = ~np.isfinite(low) | ~np.isfinite(high)
             err = np.where(open_side, 0, [value - low, high - value])
             ax.errorbar(optima.budgets, value, yerr=err, fmt="o", color="C0", capsize=3, label="located optimum (95%)")
-            ax.plot(optima.budgets[open_side], value[open_side], "x", color="C1", ms=9, label="at the grid's edge")
+            if open_side.any():
+                ax.plot(optima.budgets[open_side], value[open_side], "x", color="C1", ms=9, label="at the grid's edge")
         else:
             ax.plot(best["budget"], best[column], "o", color="C0", label="best allocation")
         curve = next((c for c in (law.curves if law else []) if c.y == column), None)
@@ -113,6 +135,7 @@ def plot_optimum_trajectory(df: pd.DataFrame, metric: str, mode: str, path: str 
             exponent = law.parameters[f"{column}.exponent"].value
             _band(ax, curve, "C3", f"{column}* ∝ P^{exponent:.3g}")
         ax.set(xscale="log", yscale="log", xlabel="budget P", ylabel=f"optimal {column}")
+        _readable_log_axes(ax)
         ax.legend(fontsize=8)
     fig.suptitle(f"optimum of {metric} across budgets")
     return _save(fig, path)

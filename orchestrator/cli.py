@@ -29,7 +29,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-console = Console(width=None if sys.stdout.isatty() else 120)  # logs and pipes get the whole table
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get the whole table
 errors = Console(stderr=True)
 
 DbOption = Annotated[
@@ -269,10 +269,9 @@ def _print_frontier(store, name: str, metric: str | None = None) -> None:
         console.print(f"{name}: no finished trial has {metric} yet")
         return
     better = "lower" if mode == "min" else "higher"
-    table = Table(title=f"{name}: best allocation per budget ({metric}, {better} is better; 2nd = runner-up; "
-                        "located = optimum between grid points, 95% interval)")
-    for column in ("budget", "N", "d_m", "k_e", "k_c", "P", metric, "seeds", "2nd d_m", "2nd", "located d_m",
-                   f"located {metric}"):
+    table = Table(title=f"{name}: best allocation per budget ({metric}, {better} is better); * = the optimum "
+                        "located between grid points [95% interval]")
+    for column in ("budget", "N", "d_m", "k_e", "k_c", "P", metric, "seeds", "runner-up", "d_m*", f"{metric}*"):
         table.add_column(column, justify="right")
     notes = []
     for row in best.itertuples():
@@ -283,7 +282,7 @@ def _print_frontier(store, name: str, metric: str | None = None) -> None:
         table.add_row(
             f"{row.budget:.3g}", str(int(row.n_hidden)), str(int(row.d_m)), f"{int(row.k_e):,}", f"{int(row.k_c):,}",
             f"{int(row.params_total):,}", f"{getattr(row, METRIC_COLUMN):.4f}", str(int(row.n_seeds)),
-            "" if runner != runner else str(int(row.runner_up_d_m)), "" if runner != runner else f"{runner:.4f}",
+            "" if runner != runner else f"d_m {int(row.runner_up_d_m)}: {runner:.4f}",
             *((_interval(optimum.d_m, ".3g"), _interval(optimum.metric, ".4f")) if optimum.interior
               else (f"{optimum.grid_best:g} (edge)", f"{optimum.grid_best_metric:.4f}")),
         )
