@@ -10,6 +10,7 @@ import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -306,7 +307,7 @@ def group_codes(df: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, p
     """Integer group code per row (allocation = all config columns) and one row of configs per group."""
     keys = df[list(columns)]
     codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
-    configs = uniques.to_frame(index=False)
+    configs = cast(pd.MultiIndex, uniques).to_frame(index=False)  # factorize of a MultiIndex gives one
     configs.columns = list(columns)
     return codes.astype(np.int64), configs
 

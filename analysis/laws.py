@@ -158,7 +158,8 @@ def _allocation_report(trials, metric, mode, budget, optima: BudgetOptima) -> La
     first = fits[ALLOCATION_LAW_COLUMNS[0]]
     budgets = np.array(first.budgets)
     grid = _grid(budgets.min() / 1.5, max(budgets.max(), budget or 0) * 1.5)
-    curves, parameters = [], {}
+    curves: list[Curve] = []
+    parameters: dict[str, Estimate] = {}
     for column, fit in fits.items():
         parameters |= {f"{column}.coefficient": fit.coefficient, f"{column}.exponent": fit.exponent}
         low, high = fit.predict_interval(grid)
@@ -218,12 +219,13 @@ def _budget_curves(trials: pd.DataFrame, metric: str, evaluate) -> list[Curve]:
     """Each budget's model curve along its sweep: evaluate(path) -> (values, low, high) over budget_path points."""
     curves = []
     allocations = finite_rows(trials, ["budget", "k_e", "n_hidden", "d_m"]).drop_duplicates(["budget", "k_e"])
-    for budget, group in allocations.groupby("budget", sort=True):
+    for _, group in allocations.groupby("budget", sort=True):
         if group["k_e"].nunique() < 2:
             continue
+        budget = float(group["budget"].iloc[0])
         path = budget_path(group, CURVE_POINTS)
         values, low, high = evaluate(path)
-        curves.append(Curve(f"budget {budget:.4g}", float(budget), "d_m", metric,
+        curves.append(Curve(f"budget {budget:.4g}", budget, "d_m", metric,
                             np.column_stack([path["d_m"], values, low, high]).tolist()))
     return curves
 

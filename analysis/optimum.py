@@ -58,8 +58,10 @@ class LocatedOptimum(JsonResult):
     def interior(self) -> bool:
         return self.edge is None
 
-    def value(self, column: str) -> Estimate | None:
-        return self.metric if column == "metric" else getattr(self, column)
+    def value(self, column: str) -> Estimate:
+        """The estimate of an allocation value or "metric"; all NaN for a column the trials lack."""
+        found = self.metric if column == "metric" else getattr(self, column)
+        return found if found is not None else Estimate(float("nan"), float("nan"), float("nan"))
 
 
 @dataclass
@@ -85,7 +87,7 @@ class BudgetOptima(JsonResult):
         """
         chosen = [o for o in self.optima if o.interior or not interior_only]
         index = len(ALLOCATION_VALUES) if column == "metric" else ALLOCATION_VALUES.index(column)
-        point = np.array([np.nan if o.value(column) is None else o.value(column).value for o in chosen])
+        point = np.array([o.value(column).value for o in chosen])
         samples = np.column_stack([o.value_samples[:, index] if len(o.value_samples) else np.full(self.n_bootstrap, p)
                                    for o, p in zip(chosen, point)]) if chosen else np.empty((0, 0))
         return np.array([o.budget for o in chosen]), point, samples

@@ -130,8 +130,8 @@ def plot_optimum_trajectory(df: pd.DataFrame, metric: str, mode: str, path: str 
                 ax.plot(optima.budgets[open_side], value[open_side], "x", color="C1", ms=9, label="at the grid's edge")
         else:
             ax.plot(best["budget"], best[column], "o", color="C0", label="best allocation")
-        curve = next((c for c in (law.curves if law else []) if c.y == column), None)
-        if curve is not None:
+        curve = None if law is None else next((c for c in law.curves if c.y == column), None)
+        if law is not None and curve is not None:
             exponent = law.parameters[f"{column}.exponent"].value
             _band(ax, curve, "C3", f"{column}* ∝ P^{exponent:.3g}")
         ax.set(xscale="log", yscale="log", xlabel="budget P", ylabel=f"optimal {column}")

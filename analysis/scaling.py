@@ -160,7 +160,7 @@ def fit_frontier_law(
 
     point, samples = to_original(best.theta)[0], to_original(theta_samples)
     estimates = estimates_from(point, samples, FRONTIER_LAW_PARAMS, what, len(resamples))
-    pred = _frontier_law(front_cost, *point, mode)
+    pred = _frontier_law(front_cost, point[0], point[1], point[2], mode)
     return FrontierLawFit(
         metric=metric, mode=mode, cost=cost, frontier=kind, **estimates,
         r_squared=r_squared(front_metric, pred),
