@@ -1,10 +1,11 @@
-// The elmscale dashboard: sweeps list and one sweep's frontier, tradeoffs and trials, kept live by /api/v1/feed.
+// The elmscale dashboard: sweeps list and one sweep's frontier, tradeoffs, located optima, fitted laws and trials,
+// kept live by /api/v1/feed.
 "use strict";
 
 const API = "api/v1"; // relative, so the page also works behind a reverse proxy under a path prefix
 const MAX_TRIAL_PAGES = 50; // charts read at most 50 pages of 1000 trials
 const TABLE_ROWS = 200;
-const FIT_BOOTSTRAP = 50; // intervals only label the law; a few resamples keep live refreshes cheap
+const LAW_BOOTSTRAP = 50; // resamples of the laws' and located optima's intervals: a few keep live refreshes cheap
 const STATUSES = ["pending", "running", "completed", "failed", "stopped_early"];
 const FEED_KINDS = [
   "results", "trials_added", "sweep_created",
@@ -19,7 +20,8 @@ const TABLE_COLUMNS = [
 const TEXT_FIELDS = new Set(["status", "node"]);
 const TRADEOFF_AXES = { d_m: "d_m (memory units per neuron)", n_hidden: "N (neurons)" };
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-const fmt = Plot.formatNumber;
+const fmt = (value) => Plot.formatNumber(value); // one argument: safe to pass to map()
+const fmt4 = (value) => Plot.formatPrecise(value, 4); // metrics: enough digits to compare
 
 function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -162,69 +164,167 @@ function sweepFacts(sweep) {
   );
 }
 
-let clipIds = 0;
+// --- charts of one sweep ------------------------------------------------------------------------------------------
 
-function frontierChart(sweep, trials, frontier, fit) {
+const LAW_TITLES = {
+  frontier: "Frontier law", allocation: "Allocation laws N*, k_e*, d_m*(P)", surface: "Surface model", tradeoff: "Tradeoff model",
+};
+const ACROSS_AXES = [["d_m", "d_m* (memory units per neuron)"], ["n_hidden", "N* (neurons)"]];
+const ACROSS_NAMES = { d_m: "d_m*", n_hidden: "N*" };
+// At a fixed budget, d_m and k_e grow together while N shrinks: which way an edge of the d_m grid opens on another axis.
+const GROWS_WITH = { d_m: { d_m: 1, k_e: 1, n_hidden: -1 }, k_e: { d_m: 1, k_e: 1, n_hidden: -1 }, n_hidden: { d_m: -1, k_e: -1, n_hidden: 1 } };
+const INK = "#1d2733", GREY = "#9aa7b5";
+
+function budgetColors(budgets) {
+  const sorted = [...new Set(budgets.map(Number))].sort((a, b) => a - b);
+  const colors = new Map(sorted.map((budget, i) => [budget, PALETTE[i % PALETTE.length]]));
+  return (budget) => colors.get(Number(budget)) ?? INK;
+}
+
+const chartBox = (...children) => h("div", { class: "chart" }, ...children);
+
+function estimateText(e, digits = 4) {
+  if (!e) return "–";
+  const value = Plot.formatPrecise(e.value, digits);
+  if (e.ci_low === null && e.ci_high === null) return value;
+  return `${value} [${e.ci_low === null ? "open" : Plot.formatPrecise(e.ci_low, digits)}, ${e.ci_high === null ? "open" : Plot.formatPrecise(e.ci_high, digits)}]`;
+}
+
+// R² and Pearson r near 1: enough decimals to tell 0.9990 from 0.9999.
+function qualityText(value) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return "–";
+  const gap = 1 - Math.abs(value);
+  const decimals = gap > 0 ? Math.min(8, Math.max(4, Math.ceil(-Math.log10(gap)) + 2)) : 4;
+  return value.toFixed(decimals);
+}
+
+const qualityLabel = (key) => {
+  const [column, measure] = key.includes(".") ? key.split(".") : [null, key];
+  const name = { r_squared: "R²", pearson_r: "Pearson r" }[measure] ?? measure;
+  return column ? `${name} (${column})` : name;
+};
+
+// The interval ends of a located estimate on `axis`: [low, high] with the grid's open side null and marked open;
+// an unknown end (no interval) falls back to the value, so no whisker is drawn on that side.
+function intervalEnds(located, axis) {
+  const e = located[axis];
+  const direction = located.edge ? (GROWS_WITH[located.axis]?.[axis] ?? 0) * (located.edge === "high" ? 1 : -1) : 0;
+  const open = [direction < 0 && e.ci_low === null, direction > 0 && e.ci_high === null];
+  return { low: e.ci_low ?? (open[0] ? null : e.value), high: e.ci_high ?? (open[1] ? null : e.value), open };
+}
+
+function locatedTitle(located, budget) {
+  const parts = [`located optimum at budget ${fmt(budget)} (${located.method}${located.edge ? `, ${located.edge} edge` : ""})`,
+    `d_m ${estimateText(located.d_m)}`, `N ${estimateText(located.n_hidden)}`, `${estimateText(located.metric)}`];
+  if (located.note) parts.push(located.note);
+  return parts.join("\n");
+}
+
+function frontierChart(sweep, trials, frontier, optimum, law) {
   const points = trials.map((t) => ({ ...t, value: trialValue(t, sweep.metric) })).filter((t) => t.value !== null);
   if (!points.length) return h("p", { class: "muted" }, "No trial has reported the metric yet.");
+  const perBudget = frontier.kind === "per_budget";
+  const located = perBudget ? optimum.budgets.map((b) => b.located).filter((l) => l && l.metric.value !== null) : [];
+  const curve = law?.curves.find((c) => c.x === "budget" || c.x === "params_total");
   const plot = Plot.chart({
     className: "frontier-chart",
-    x: { values: points.map((t) => t.params_total), log: true, label: "P (trainable parameters, log scale)" },
-    y: { values: points.map((t) => t.value), label: sweep.metric },
+    x: { values: points.map((t) => t.params_total), log: true,
+      label: "P (trainable parameters, log scale)" },
+    y: { values: [...points.map((t) => t.value), ...located.map((l) => l.metric.value)], label: sweep.metric },
   });
-  const clipId = `clip-${++clipIds}`;
-  plot.root.prepend(Plot.svg("clipPath", { id: clipId }, Plot.svg("rect", { x: 0, y: 0, width: plot.width, height: plot.height - 42 })));
-  plot.layer.setAttribute("clip-path", `url(#${clipId})`);
-  const legend = [{ label: "trial", color: "#9aa7b5", shape: "dot" }];
-  if (fit) {
-    const [low, high] = Plot.paddedDomain(points.map((t) => t.params_total), true);
-    const sign = fit.mode === "min" ? 1 : -1;
-    const curve = Array.from({ length: 80 }, (_, i) => low * (high / low) ** (i / 79))
-      .map((p) => [p, fit.E.value + sign * fit.A.value * p ** -fit.alpha.value]);
-    plot.layer.append(Plot.polyline(plot, curve, { class: "law-curve" }));
-    legend.push({ label: "fitted law", color: "#1f4e79", shape: "dash" });
+  const legend = [{ label: "trial", color: GREY, shape: "point" }];
+  if (curve) {
+    const band = Plot.band(plot, curve.points.map(([x, , low, high]) => [x, low, high]), { class: "frontier-band" });
+    if (band) plot.layer.append(band);
   }
-  const front = frontier.points.map((p) => [p.params_total, p.value]);
-  plot.layer.append(Plot.polyline(plot, front, { class: "frontier-line" }));
-  legend.push({ label: "Pareto frontier", color: "#e76f51", shape: "dot" });
   for (const t of points) {
     plot.layer.append(Plot.svg("circle", {
       class: "trial-point", r: 3.5, cx: plot.x(t.params_total), cy: plot.y(t.value),
       "data-trial-id": t.id, "data-params": t.params_total, "data-value": t.value,
-    }, Plot.svg("title", {}, `${t.id}: P ${fmt(t.params_total)}, N ${t.n_hidden}, d_m ${t.d_m}, seed ${t.seed}: ${fmt(t.value)}`)));
+    }, Plot.svg("title", {}, `${t.id}: P ${fmt(t.params_total)}, N ${t.n_hidden}, d_m ${t.d_m}, seed ${t.seed}: ${fmt4(t.value)}`)));
   }
+  if (curve) {
+    plot.layer.append(Plot.polyline(plot, curve.points, { class: "law-curve", "data-law": "frontier" }));
+    legend.push({ label: `frontier law (against ${curve.x === "budget" ? "the budget" : "P"}), 95 % band`, color: "#1f4e79", shape: "dash" });
+  }
+  const front = frontier.points.map((p) => [p.params_total, p.value]);
+  plot.layer.append(Plot.polyline(plot, front, { class: "frontier-line" }));
+  legend.push({ label: perBudget ? "per-budget optimum (best seed-averaged allocation)" : "Pareto frontier", color: "#e76f51", shape: "point" });
   for (const p of frontier.points) {
     plot.layer.append(Plot.svg("circle", {
       class: "frontier-point", r: 5, cx: plot.x(p.params_total), cy: plot.y(p.value),
-      "data-params": p.params_total, "data-value": p.value,
-    }, Plot.svg("title", {}, `frontier: P ${fmt(p.params_total)}, N ${fmt(p.n_hidden)}, d_m ${fmt(p.d_m)}: ${fmt(p.value)}` +
-      (p.n_seeds > 1 ? ` (mean of ${p.n_seeds} seeds)` : ""))));
+      "data-params": p.params_total, "data-value": p.value, "data-budget": p.budget,
+    }, Plot.svg("title", {}, `${perBudget ? `best at budget ${fmt(p.budget)}` : "frontier"}: P ${fmt(p.params_total)}, ` +
+      `N ${fmt(p.n_hidden)}, d_m ${fmt(p.d_m)}: ${fmt4(p.value)}` + (p.n_seeds > 1 ? ` (mean of ${p.n_seeds} seeds)` : ""))));
   }
-  plot.root.append(Plot.legend(plot, legend));
-  return plot.root;
+  for (const l of located) {
+    const whisker = Plot.whisker(plot, "y", l.budget, l.metric.ci_low ?? l.metric.value, l.metric.ci_high ?? l.metric.value,
+      { color: INK, className: "frontier-located-whisker" });
+    if (whisker) plot.layer.append(whisker);
+    plot.layer.append(Plot.diamond(plot.x(l.budget), plot.y(l.metric.value), 6.5, {
+      class: "frontier-located", "data-budget": l.budget, "data-value": l.metric.value,
+    }));
+    plot.layer.lastChild.append(Plot.svg("title", {}, locatedTitle(l, l.budget)));
+  }
+  if (located.length) legend.push({ label: "located optimum (the law's data), 95 %", color: "none", shape: "diamond" });
+  return chartBox(plot.root, Plot.legend(legend));
 }
 
-function lawText(sweep, fit, fitError) {
-  if (!fit) return h("p", { class: "muted law" }, `Scaling law: not fitted yet${fitError ? ` (${fitError})` : ""}.`);
-  const estimate = (label, e) => `${label} = ${fmt(e.value)}` + (e.ci_low !== null ? ` [${fmt(e.ci_low)}, ${fmt(e.ci_high)}]` : "");
-  return h("p", { class: "law" },
-    `${fit.law}: `, [estimate("E", fit.E), estimate("A", fit.A), estimate("alpha", fit.alpha)].join(", "),
-    `; R² ${fmt(fit.r_squared)} (95% intervals, ${fit.n_bootstrap_ok} resamples)`);
+function frontierLawText(laws, law) {
+  if (laws === null) return h("p", { class: "muted law" }, "Fitting the laws…");
+  if (laws.error) return h("p", { class: "muted law refusal" }, `Laws not fitted: ${laws.error}`);
+  if (!law) {
+    const reason = laws.refused.frontier;
+    return h("p", { class: "muted law refusal", "data-law": "frontier" }, `Frontier law not fitted${reason ? `: ${reason}` : ""}.`);
+  }
+  const p = law.parameters;
+  return h("p", { class: "law" }, `${law.formula}: `,
+    ["E", "A", "alpha"].filter((n) => p[n]).map((n) => `${n} = ${estimateText(p[n])}`).join(", "),
+    `; R² ${qualityText(law.quality.r_squared)} (fitted on ${law.fitted_on}; 95 % intervals, ${law.n_bootstrap_ok} resamples)`);
 }
 
-function tradeoffChart(sweep, trials, optimum, axis) {
+function drawLocated(plot, located, axis, color) {
+  const e = located[axis], metric = located.metric;
+  const { low, high, open } = intervalEnds(located, axis);
+  const [mLow, mHigh] = [metric.ci_low ?? metric.value, metric.ci_high ?? metric.value];
+  const group = Plot.svg("g", { class: "located", "data-budget": located.budget });
+  const x0 = low === null ? plot.area.left : plot.x(low), x1 = high === null ? plot.area.right : plot.x(high);
+  if (x1 - x0 > 0.5 || plot.y(mLow) - plot.y(mHigh) > 0.5) {
+    group.append(Plot.svg("rect", {
+      class: "located-band", x: Math.min(x0, x1), width: Math.max(Math.abs(x1 - x0), 1),
+      y: plot.y(mHigh), height: Math.max(plot.y(mLow) - plot.y(mHigh), 1), fill: color,
+    }));
+  }
+  for (const whisker of [
+    Plot.whisker(plot, "x", metric.value, low, high, { open, color, className: "located-whisker" }),
+    Plot.whisker(plot, "y", e.value, mLow, mHigh, { color, className: "located-whisker" }),
+  ]) if (whisker) group.append(whisker);
+  const marker = Plot.diamond(plot.x(e.value), plot.y(metric.value), 6, {
+    class: "located-optimum", fill: color, "data-budget": located.budget, [`data-${axis.replace("_", "-")}`]: e.value,
+    "data-metric": metric.value, "data-method": located.method, "data-edge": located.edge ?? "",
+  });
+  marker.append(Plot.svg("title", {}, locatedTitle(located, located.budget)));
+  group.append(marker);
+  return group;
+}
+
+function tradeoffChart(sweep, trials, optimum, laws, axis, colorOf) {
   const points = trials.map((t) => ({ ...t, value: trialValue(t, sweep.metric) }))
     .filter((t) => t.value !== null && t.budget !== null && t[axis] > 0);
   if (!points.length) return h("p", { class: "muted" }, "No finished trial with a budget yet.");
+  const located = optimum.budgets.map((b) => b.located).filter((l) => l && l[axis]?.value > 0 && l.metric.value !== null);
   const plot = Plot.chart({
     className: "tradeoff-chart",
-    x: { values: points.map((t) => t[axis]), log: true, label: `${TRADEOFF_AXES[axis]}, log scale` },
-    y: { values: points.map((t) => t.value), label: sweep.metric },
+    x: { values: [...points.map((t) => t[axis]), ...located.map((l) => l[axis].value)], log: true, label: `${TRADEOFF_AXES[axis]}, log scale` },
+    y: { values: [...points.map((t) => t.value), ...located.map((l) => l.metric.value)], label: sweep.metric },
   });
+  const byName = Object.fromEntries((laws?.laws ?? []).map((l) => [l.law, l]));
+  const models = [["surface", "surface-curve", "dash"], ["tradeoff", "tradeoff-model-curve", "dotted"]]
+    .filter(([name]) => byName[name]);
   const budgets = [...new Set(points.map((t) => t.budget))].sort((a, b) => a - b);
   const legend = [];
-  budgets.forEach((budget, i) => {
-    const color = PALETTE[i % PALETTE.length];
+  for (const budget of budgets) {
+    const color = colorOf(budget);
     const atBudget = points.filter((t) => t.budget === budget);
     const byX = new Map();
     for (const t of atBudget) byX.set(t[axis], [...(byX.get(t[axis]) ?? []), t.value]);
@@ -234,19 +334,124 @@ function tradeoffChart(sweep, trials, optimum, axis) {
       plot.layer.append(Plot.svg("circle", {
         class: "tradeoff-point", r: 3, cx: plot.x(t[axis]), cy: plot.y(t.value), fill: color, "fill-opacity": 0.55,
         "data-trial-id": t.id, "data-budget": budget,
-      }, Plot.svg("title", {}, `P ≈ ${fmt(budget)}: N ${t.n_hidden}, d_m ${t.d_m}, seed ${t.seed}: ${fmt(t.value)}`)));
+      }, Plot.svg("title", {}, `P ≈ ${fmt(budget)}: N ${t.n_hidden}, d_m ${t.d_m}, seed ${t.seed}: ${fmt4(t.value)}`)));
+    }
+    if (axis === "d_m") {
+      for (const [name, className] of models) {
+        const curve = byName[name].curves.find((c) => c.x === "d_m" && Number(c.budget) === Number(budget));
+        if (!curve) continue;
+        const path = Plot.polyline(plot, curve.points, { class: `model-curve ${className}`, stroke: color, "data-budget": budget });
+        path.append(Plot.svg("title", {}, `${LAW_TITLES[name]} at budget ${fmt(budget)}`));
+        plot.layer.append(path);
+      }
     }
     legend.push({ label: `budget ${fmt(budget)}`, color });
-  });
+  }
   for (const { budget, best } of optimum.budgets) {
     if (!(best[axis] > 0)) continue;
     plot.layer.append(Plot.svg("circle", {
       class: "optimum-marker", r: 7, cx: plot.x(best[axis]), cy: plot.y(best.value), "data-budget": budget,
-    }, Plot.svg("title", {}, `best at budget ${fmt(budget)}: N ${fmt(best.n_hidden)}, d_m ${fmt(best.d_m)}: ${fmt(best.value)}`)));
+    }, Plot.svg("title", {}, `best grid allocation at budget ${fmt(budget)}: N ${fmt(best.n_hidden)}, d_m ${fmt(best.d_m)}: ${fmt4(best.value)}`)));
   }
-  legend.push({ label: "best at budget", color: "#1d2733", shape: "ring" });
-  plot.root.append(Plot.legend(plot, legend.slice(-12)));
-  return plot.root;
+  for (const l of located) plot.layer.append(drawLocated(plot, l, axis, colorOf(l.budget)));
+  legend.push({ label: "best grid allocation", color: INK, shape: "ring" });
+  if (located.length) legend.push({ label: "located optimum, 95 % interval", color: "#fff", shape: "diamond" });
+  if (axis === "d_m") {
+    for (const [name, , shape] of models) legend.push({ label: `${name} model`, color: INK, shape });
+  }
+  const notes = optimum.budgets.filter((b) => b.located?.note)
+    .map((b) => h("li", { "data-budget": b.budget, "data-edge": b.located.edge ?? "" }, `budget ${fmt(b.budget)}: ${b.located.note}`));
+  const caption = [];
+  if (axis !== "d_m" && models.length) caption.push(h("p", { class: "muted" }, "The model curves follow d_m: choose the d_m axis to see them."));
+  if (notes.length) caption.push(h("ul", { class: "optimum-notes muted" }, notes));
+  return chartBox(plot.root, Plot.legend(legend), ...caption);
+}
+
+function acrossBudgetsChart(optimum, law, refused, column, label, colorOf) {
+  const located = optimum.budgets.filter((b) => b.located?.[column]?.value > 0);
+  const curve = law?.curves.find((c) => c.y === column);
+  if (!located.length && !curve) return h("p", { class: "muted" }, "No optimum located yet.");
+  const lows = located.map((b) => b.located[column].ci_low), highs = located.map((b) => b.located[column].ci_high);
+  const curveXs = curve ? curve.points.map((p) => p[0]) : [], curveYs = curve ? curve.points.flatMap((p) => [p[1], p[2], p[3]]) : [];
+  const plot = Plot.chart({
+    width: 560, height: 320, className: `across-chart across-${column.replace("_", "-")}`,
+    x: { values: [...located.map((b) => b.budget), ...curveXs], log: true, label: "budget P, log scale" },
+    y: { values: [...located.map((b) => b.located[column].value), ...lows, ...highs, ...curveYs], log: true, label: `${label}, log scale` },
+  });
+  const legend = [];
+  if (curve) {
+    const band = Plot.band(plot, curve.points.map(([x, , low, high]) => [x, low, high]), { class: "allocation-band" });
+    if (band) plot.layer.append(band);
+    plot.layer.append(Plot.polyline(plot, curve.points, { class: "allocation-law-curve", "data-column": column }));
+    const exponent = law.parameters[`${column}.exponent`];
+    legend.push({ label: `${ACROSS_NAMES[column]} ∝ P^${estimateText(exponent)}, R² ${qualityText(law.quality[`${column}.r_squared`])}`,
+      color: "#1f4e79", shape: "dash" });
+  }
+  for (const { budget, best } of optimum.budgets) {
+    if (!(best[column] > 0)) continue;
+    plot.layer.append(Plot.svg("rect", {
+      class: "grid-best-point", x: plot.x(budget) - 3, y: plot.y(best[column]) - 3, width: 6, height: 6, "data-budget": budget,
+    }, Plot.svg("title", {}, `best grid allocation at budget ${fmt(budget)}: ${column} ${fmt(best[column])}`)));
+  }
+  for (const { budget, located: l } of located) {
+    const { low, high, open } = intervalEnds(l, column);
+    const color = colorOf(budget);
+    const whisker = Plot.whisker(plot, "y", budget, low, high, { open, color, className: "located-whisker" });
+    if (whisker) plot.layer.append(whisker);
+    plot.layer.append(Plot.svg("circle", {
+      class: `located-point${l.edge ? " at-edge" : ""}`, r: 5, cx: plot.x(budget), cy: plot.y(l[column].value),
+      fill: l.edge ? "#fff" : color, stroke: color, "data-budget": budget, "data-value": l[column].value,
+    }, Plot.svg("title", {}, locatedTitle(l, budget))));
+  }
+  legend.push({ label: "located optimum, 95 % interval", color: INK, shape: "point" });
+  if (located.some((b) => b.located.edge)) legend.push({ label: "at the grid's edge (left out of the law)", color: INK, shape: "ring" });
+  legend.push({ label: "best grid allocation", color: GREY, shape: "square" });
+  const caption = !law && refused ? h("p", { class: "muted refusal", "data-law": "allocation" }, `Allocation law not fitted: ${refused}`) : null;
+  return chartBox(plot.root, Plot.legend(legend), caption);
+}
+
+function acrossBudgets(optimum, laws, colorOf) {
+  const law = (laws?.laws ?? []).find((l) => l.law === "allocation");
+  const refused = laws?.refused?.allocation ?? null;
+  return h("div", { class: "pair" }, ACROSS_AXES.map(([column, label], i) =>
+    h("div", { class: "across", "data-column": column }, h("h3", {}, label),
+      acrossBudgetsChart(optimum, law, i === 0 ? refused : null, column, label, colorOf))));
+}
+
+function lawBlock(law) {
+  const undetermined = new Set(law.undetermined);
+  const rows = Object.entries(law.parameters).map(([name, e]) => h("tr", { class: undetermined.has(name) ? "undetermined" : null },
+    h("td", { class: "text" }, name),
+    h("td", {}, Plot.formatPrecise(e.value)),
+    h("td", {}, e.ci_low === null && e.ci_high === null ? "–"
+      : `[${e.ci_low === null ? "open" : Plot.formatPrecise(e.ci_low)}, ${e.ci_high === null ? "open" : Plot.formatPrecise(e.ci_high)}]`),
+    h("td", { class: "text" }, undetermined.has(name) ? "undetermined" : ""),
+  ));
+  const quality = Object.entries(law.quality).map(([key, value]) => `${qualityLabel(key)} ${qualityText(value)}`).join(", ");
+  return h("div", { class: "law-block", "data-law": law.law },
+    h("h3", {}, LAW_TITLES[law.law] ?? law.law),
+    h("p", {}, h("code", { class: "formula" }, law.formula)),
+    h("p", { class: "muted" }, `fitted on ${law.fitted_on}: ${law.n_trials} trials, ${law.n_bootstrap_ok}/${law.n_bootstrap} resamples`),
+    h("div", { class: "table-wrap" }, h("table", { class: "parameters" },
+      h("thead", {}, h("tr", {}, h("th", { class: "text" }, "parameter"), h("th", {}, "value"), h("th", {}, "95 % interval"), h("th", {}))),
+      h("tbody", {}, rows))),
+    h("p", { class: "quality" }, quality),
+    law.undetermined.length ? h("p", { class: "muted" }, `undetermined by these data: ${law.undetermined.join(", ")}`) : null,
+    law.notes.length ? h("ul", { class: "notes muted" }, law.notes.map((n) => h("li", {}, n))) : null,
+  );
+}
+
+function lawsPanel(laws) {
+  if (laws === null) return h("p", { class: "muted" }, "Fitting the laws…");
+  if (laws.error) return h("p", { class: "muted refusal" }, `Laws not fitted: ${laws.error}`);
+  const blocks = laws.laws.map((law) => [law.law, lawBlock(law)]);
+  for (const [name, reason] of Object.entries(laws.refused)) {
+    blocks.push([name, h("div", { class: "law-block law-refused", "data-law": name },
+      h("h3", {}, LAW_TITLES[name] ?? name), h("p", { class: "muted refusal" }, `not fitted: ${reason}`))]);
+  }
+  if (!blocks.length) return h("p", { class: "muted" }, "No law yet.");
+  const order = Object.keys(LAW_TITLES), rank = (name) => (order.includes(name) ? order.indexOf(name) : order.length);
+  return h("div", { class: "laws-grid" }, blocks.sort((a, b) => rank(a[0]) - rank(b[0])).map(([, block]) => block));
 }
 
 function trialsTable(sweep, rows, sort, onSort) {
@@ -285,7 +490,7 @@ function filterForm(sweep, onChange) {
 
 function sweepPage(name) {
   const parts = {
-    facts: h("div", {}), frontier: h("div", {}), law: h("div", {}), tradeoff: h("div", {}),
+    facts: h("div", {}), frontier: h("div", {}), law: h("div", {}), tradeoff: h("div", {}), across: h("div", {}), laws: h("div", {}),
     table: h("div", { class: "table-scroll" }), tableNote: h("p", { class: "muted" }), error: h("p", { class: "error" }),
   };
   let sweep = null, filters = {}, sort = "id", axis = "d_m", lastCharts = null;
@@ -296,14 +501,28 @@ function sweepPage(name) {
     h("p", {}, h("a", { href: "#/" }, "← all sweeps")),
     h("h1", {}, name), parts.error, parts.facts,
     h("div", { class: "grid" },
-      h("div", { class: "card", id: "frontier" }, h("h2", {}, "Pareto frontier"), parts.frontier, parts.law),
+      h("div", { class: "card", id: "frontier" }, h("h2", {}, "Frontier"), parts.frontier, parts.law),
       h("div", { class: "card", id: "tradeoff" },
-        h("span", { class: "chart-controls" }, "x axis ", axisSelect), h("h2", {}, "Tradeoff at each budget"), parts.tradeoff)),
+        h("span", { class: "chart-controls" }, "x axis ", axisSelect), h("h2", {}, "Tradeoff at each budget"), parts.tradeoff),
+      h("div", { class: "card wide", id: "across-budgets" }, h("h2", {}, "Optimum across budgets"), parts.across),
+      h("div", { class: "card wide", id: "laws" }, h("h2", {}, "Fitted laws"), parts.laws)),
     tableCard,
   );
 
+  const colorOf = () => budgetColors([...(sweep?.budgets ?? []), ...(lastCharts?.optimum.budgets.map((b) => b.budget) ?? [])]);
+
   function drawTradeoff() {
-    if (lastCharts) parts.tradeoff.replaceChildren(tradeoffChart(sweep, lastCharts.trials, lastCharts.optimum, axis));
+    if (lastCharts) parts.tradeoff.replaceChildren(tradeoffChart(sweep, lastCharts.trials, lastCharts.optimum, lastCharts.laws, axis, colorOf()));
+  }
+
+  function draw() {
+    const { trials, frontier, optimum, laws } = lastCharts;
+    const frontierLaw = (laws?.laws ?? []).find((l) => l.law === "frontier");
+    parts.frontier.replaceChildren(frontierChart(sweep, trials, frontier, optimum, frontierLaw));
+    parts.law.replaceChildren(frontierLawText(laws, frontierLaw));
+    drawTradeoff();
+    parts.across.replaceChildren(acrossBudgets(optimum, laws, colorOf()));
+    parts.laws.replaceChildren(lawsPanel(laws));
   }
 
   async function refreshTable() {
@@ -320,28 +539,29 @@ function sweepPage(name) {
     }
   }
 
+  // The laws take seconds to fit: the charts are drawn as soon as the data are in (with the laws of the last
+  // refresh), and again once the laws arrive. A law the data cannot determine is listed with the reason, not an error.
+  const fetchLaws = () => getJSON(`${sweepPath(name)}/laws` + query({ n_bootstrap: LAW_BOOTSTRAP }))
+    .catch((error) => ({ laws: [], refused: {}, error: error.status === 422 ? error.message : `cannot fit: ${error.message}` }));
+
   async function refresh() {
     try {
       const first = sweep === null;
       sweep = await getJSON(sweepPath(name));
       if (first) tableCard.append(filterForm(sweep, (f) => { filters = f; refreshTable(); }), parts.tableNote, parts.table);
-      const [trials, frontier, optimum, fit] = await Promise.all([
+      const laws = fetchLaws();
+      const [trials, frontier, optimum] = await Promise.all([
         allTrials(name, { fields: CHART_FIELDS.join(",") }),
         getJSON(`${sweepPath(name)}/frontier`),
-        getJSON(`${sweepPath(name)}/optimum`),
-        getJSON(`${sweepPath(name)}/fit` + query({ n_bootstrap: FIT_BOOTSTRAP })).catch((error) => {
-          if (error.status === 422) return error; // not enough frontier points yet: no law to draw
-          throw error;
-        }),
+        getJSON(`${sweepPath(name)}/optimum` + query({ n_bootstrap: LAW_BOOTSTRAP })),
         refreshTable(),
       ]);
-      const law = fit instanceof ApiError ? null : fit;
-      lastCharts = { trials, optimum };
+      lastCharts = { trials, frontier, optimum, laws: lastCharts?.laws ?? null };
       parts.facts.replaceChildren(sweepFacts(sweep));
-      parts.frontier.replaceChildren(frontierChart(sweep, trials, frontier, law));
-      parts.law.replaceChildren(lawText(sweep, law, law ? null : fit.message));
-      drawTradeoff();
+      draw();
       parts.error.textContent = "";
+      lastCharts.laws = await laws;
+      draw();
     } catch (error) {
       parts.error.textContent = error.status === 404 ? `No sweep named ${name}.` : `Cannot load ${name}: ${error.message}`;
     }

@@ -1,4 +1,5 @@
-"""The dashboard in headless Chromium against the real API under uvicorn on a seeded Postgres database."""
+"""The dashboard in headless Chromium against the real API under uvicorn on a seeded database (Postgres, or SQLite
+where the test is about what the page draws rather than the deployment)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import math
 import os
 import re
 import shutil
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,6 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
-from sweeps import tiny_spec
 
 import api.dashboard
 from api.app import create_app
@@ -29,6 +28,7 @@ from api.settings import ApiSettings
 from orchestrator.plan import plan
 from orchestrator.spec import parse_spec
 from resultsdb import ResultsStore, migrate
+from sweeps import tiny_spec
 
 SWEEP = "dashboard_demo"
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
@@ -47,9 +47,48 @@ def synthetic_bpc(params_total: int, d_m: int) -> float:
 def finish_trial(store: ResultsStore, trial: dict) -> float:
     value = synthetic_bpc(trial["params_total"], trial["d_m"])
     store.set_trial_status(trial["id"], "running", node="127.0.0.1")
-    store.write_results([(trial["id"], step, {"valid_bpc": value + 0.1 / step}, float(step)) for step in (5, 10, 15, 20)])
+    store.write_results([(trial["id"], step, {"valid_bpc": value + 0.1 / step}, float(step))
+                         for step in (5, 10, 15, 20)])
     store.set_trial_status(trial["id"], "completed", final={"test_bpc": value})
     return value
+
+
+def law_bpc(params_total: float, d_m: int, seed: int) -> float:
+    """A smooth law: E + A·P^-alpha at the best d_m, which moves as d_m*(P) = 4·(P/1e4)^0.3 (4 .. 8 over the budgets
+    of LAW_BUDGETS, between the grid's points), worsened by 0.5·ln²(d_m/d_m*); a little deterministic seed noise."""
+    best_d_m = 4 * (params_total / 1e4) ** 0.3
+    noise = 1 + 0.003 * math.sin(7.3 * seed + 11.1 * d_m + params_total / 977)
+    return (0.9 + 40 * params_total**-0.3) * (1 + 0.5 * math.log(d_m / best_d_m) ** 2) * noise
+
+
+LAW_BUDGETS = [10000, 20000, 50000, 100000]
+
+
+def seed_planned(store: ResultsStore, name: str, budgets: list[int], d_m: list[int], seeds: list[int],
+                 value: Callable[[dict], float]) -> list[dict]:
+    """A fixed-budget sweep planned from a tiny spec, every trial completed with test_bpc = value(trial row)."""
+    spec = tiny_spec(name, budgets=budgets, seeds=seeds)
+    spec["allocation"]["vary"] = {"d_m": d_m}
+    text = yaml.safe_dump(spec, sort_keys=False)
+    rows = [t.row() for t in plan(parse_spec(text))]
+    store.create_sweep(name, task=spec["task"], metric="test_bpc", mode="min", spec_text=text)
+    for row, trial_id in zip(rows, store.add_trials(name, rows), strict=True):
+        row["id"] = trial_id
+        store.set_trial_status(trial_id, "running", node="127.0.0.1")
+        store.set_trial_status(trial_id, "completed", final={"test_bpc": value(row)})
+    return rows
+
+
+def seed_law_sweep(store: ResultsStore, name: str = "laws_demo") -> list[dict]:
+    """4 budgets x 5 d_m x 2 seeds from law_bpc: enough for every law."""
+    return seed_planned(store, name, LAW_BUDGETS, [2, 3, 5, 8, 13], [0, 1],
+                        lambda row: law_bpc(row["params_total"], row["d_m"], row["seed"]))
+
+
+def seed_edge_sweep(store: ResultsStore, name: str = "edge_demo") -> list[dict]:
+    """2 budgets x d_m in {2, 3, 4} x 2 seeds, better the larger d_m: each best at the grid's upper edge."""
+    return seed_planned(store, name, [3000, 5000], [2, 3, 4], [0, 1],
+                        lambda row: 2.0 - 0.1 * row["d_m"] - 1e-5 * row["params_total"] + 0.002 * row["seed"])
 
 
 def seed_sweep(store: ResultsStore) -> dict[str, list[dict]]:
@@ -133,7 +172,8 @@ def test_the_page_and_every_file_it_references_are_served(dashboard_client):
     assert {"static/plot.js", "static/dashboard.js", "static/dashboard.css"} <= set(referenced)
     for path in referenced:
         answer = dashboard_client.get(f"/{path}")
-        assert answer.status_code == 200 and answer.headers["content-type"] == api.dashboard.MEDIA_TYPES[Path(path).suffix]
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == api.dashboard.MEDIA_TYPES[Path(path).suffix]
 
 
 def test_only_the_dashboards_own_files_are_served(dashboard_client):
@@ -150,7 +190,8 @@ def test_the_page_loads_nothing_from_the_internet():
 def test_dashboard_shows_the_frontier_and_a_new_result_without_reload(postgres_url, chromium, tmp_path):
     migrate.upgrade(postgres_url)
     env = {**os.environ, "ELMSCALE_DATABASE_URL": postgres_url}
-    with ResultsStore(postgres_url) as store, running_api(serve_command(postgres_url), env, tmp_path / "api.log") as base:
+    api_log = tmp_path / "api.log"
+    with ResultsStore(postgres_url) as store, running_api(serve_command(postgres_url), env, api_log) as base:
         trials = seed_sweep(store)
         driver = chromium
         api = httpx.Client(base_url=f"{base}/api/v1")
@@ -162,18 +203,23 @@ def test_dashboard_shows_the_frontier_and_a_new_result_without_reload(postgres_u
         assert "11/12" in progress  # 10 completed + 1 failed of 12 trials
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "dashboard-sweeps.png"))
-        wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"{sweep_row} a").click() or True, "the sweep's link")
+        wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"{sweep_row} a").click() or True,
+                 "the sweep's link")
 
         seeded = {t["id"] for t in trials["completed"]}
         wait_for(driver, lambda d: trial_ids(d, "svg.frontier-chart circle.trial-point") == seeded, "the seeded trials")
         frontier = sorted(p["params_total"] for p in api.get(f"/sweeps/{SWEEP}/frontier").json()["points"])
         wait_for(driver, lambda d: frontier_params(d) == frontier, "the API's frontier points")
-        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.frontier-chart path.law-curve"), "the fitted law")
+        assert len(frontier) == 4  # a fixed-budget sweep: one frontier point per budget
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.frontier-chart path.law-curve"),
+                 "the fitted law")
         assert len(attributes(driver, "svg.tradeoff-chart circle.optimum-marker", "data-budget")) == 4
 
-        wait_for(driver, lambda d: choose_status(d, "failed") or trial_ids(d, "table#trials tbody tr") == {trials["failed"][0]["id"]},
+        failed = {trials["failed"][0]["id"]}
+        wait_for(driver, lambda d: choose_status(d, "failed") or trial_ids(d, "table#trials tbody tr") == failed,
                  "the failed trial alone in the table")
-        wait_for(driver, lambda d: choose_status(d, "") or len(trial_ids(d, "table#trials tbody tr")) == 12, "every trial")
+        wait_for(driver, lambda d: choose_status(d, "") or len(trial_ids(d, "table#trials tbody tr")) == 12,
+                 "every trial")
 
         driver.execute_script("window.notReloaded = true")
         new = trials["pending"][0]
@@ -185,3 +231,117 @@ def test_dashboard_shows_the_frontier_and_a_new_result_without_reload(postgres_u
         wait_for(driver, lambda d: new["params_total"] in frontier_params(d), "the new trial on the frontier")
 
         driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+
+
+def located_d_m(driver) -> dict[float, float]:
+    script = ("return [...document.querySelectorAll('svg.tradeoff-chart .located-optimum')]"
+              ".map((e) => [e.getAttribute('data-budget'), e.getAttribute('data-d-m')])")
+    return {float(budget): float(d_m) for budget, d_m in driver.execute_script(script)}
+
+
+def text_of(driver, selector: str) -> str:
+    script = "return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent).join('\\n')"
+    return driver.execute_script(script, selector)
+
+
+def overflows_sideways(driver) -> bool:
+    return driver.execute_script("return document.documentElement.scrollWidth > document.documentElement.clientWidth")
+
+
+def curve_budgets(driver, selector: str) -> list[float]:
+    return sorted(float(b) for b in attributes(driver, selector, "data-budget"))
+
+
+@pytest.fixture
+def sqlite_api(tmp_path) -> Iterator[tuple[str, ResultsStore]]:
+    """The API under uvicorn on a fresh SQLite database; yields (base URL, a store on the same database)."""
+    database_url = f"sqlite:///{tmp_path / 'elmscale.db'}"
+    migrate.upgrade(database_url)
+    env = {**os.environ, "ELMSCALE_DATABASE_URL": database_url}
+    api_log = tmp_path / "api.log"
+    with ResultsStore(database_url) as store, running_api(serve_command(database_url), env, api_log) as base:
+        yield base, store
+
+
+def test_dashboard_overlays_the_fitted_laws_on_the_data(sqlite_api, chromium):
+    base, store = sqlite_api
+    seed_law_sweep(store)
+    driver = chromium
+    driver.get(f"{base}/#/sweeps/laws_demo")
+
+    budgets = [float(b) for b in LAW_BUDGETS]
+    wait_for(driver, lambda d: len(attributes(d, "svg.frontier-chart circle.trial-point", "data-trial-id")) == 40,
+             "the trials")
+    frontier = attributes(driver, "svg.frontier-chart circle.frontier-point", "data-budget")
+    assert sorted(float(b) for b in frontier) == budgets  # one per budget: its best seed-averaged allocation
+    assert "per-budget optimum" in text_of(driver, "#frontier .legend")
+
+    # The laws arrive after the data: the frontier law with its band, each budget's surface and tradeoff model curves.
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.frontier-chart path.law-curve"),
+             "the frontier law")
+    assert driver.find_elements(By.CSS_SELECTOR, "svg.frontier-chart path.frontier-band")
+    wait_for(driver, lambda d: curve_budgets(d, "svg.tradeoff-chart path.surface-curve") == budgets,
+             "the surface curves")
+    assert curve_budgets(driver, "svg.tradeoff-chart path.tradeoff-model-curve") == budgets
+    assert curve_budgets(driver, "svg.tradeoff-chart path.tradeoff-line") == budgets
+
+    # Each budget's optimum located between the grid's points, near the law's d_m* = 4·(P/1e4)^0.3, inside its band.
+    located = located_d_m(driver)
+    assert sorted(located) == budgets
+    for budget, d_m in located.items():
+        assert d_m not in (2, 3, 5, 8, 13) and d_m == pytest.approx(4 * (budget / 1e4) ** 0.3, rel=0.05)
+    assert len(driver.find_elements(By.CSS_SELECTOR, "svg.tradeoff-chart rect.located-band")) == 4
+    assert len(attributes(driver, "svg.tradeoff-chart circle.optimum-marker", "data-budget")) == 4
+
+    # d_m*(P) and N*(P) across budgets: the located optima and the allocation laws with their exponents.
+    for column in ("d_m", "n_hidden"):
+        chart = f"#across-budgets svg.across-{column.replace('_', '-')}"
+        assert attributes(driver, f"{chart} path.allocation-law-curve", "data-column") == [column]
+        assert len(attributes(driver, f"{chart} circle.located-point", "data-budget")) == 4
+    assert re.search(r"d_m\* ∝ P\^0\.\d+ \[0\.\d+, 0\.\d+\]", text_of(driver, "#across-budgets .legend"))
+
+    # The laws panel: every law with its formula, parameters and interval, fit quality.
+    assert sorted(attributes(driver, "#laws .law-block", "data-law")) == ["allocation", "frontier", "surface",
+                                                                           "tradeoff"]
+    panel = text_of(driver, "#laws")
+    assert "test_bpc = E + A·budget^(−alpha)" in panel
+    assert "d_m.exponent" in panel and "R²" in panel and "Pearson r" in panel
+    assert not driver.find_elements(By.CSS_SELECTOR, "#laws .law-refused")
+
+    # On the N axis the located optima follow; the model curves (functions of d_m) are left out.
+    Select(driver.find_element(By.CSS_SELECTOR, "#tradeoff select[name=axis]")).select_by_value("n_hidden")
+    wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, "svg.tradeoff-chart path.surface-curve"),
+             "the N axis")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "svg.tradeoff-chart .located-optimum")) == 4
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "dashboard-laws.png"))
+    for width in (600, 1400):
+        driver.set_window_size(width, 1500)
+        wait_for(driver, lambda d, width=width: d.execute_script("return window.innerWidth") <= width,
+                 f"a {width} px window")
+        assert not overflows_sideways(driver), f"the page scrolls sideways at {width} px"
+
+
+def test_dashboard_shows_why_laws_cannot_be_fitted_and_edge_optima(sqlite_api, chromium):
+    base, store = sqlite_api
+    seed_edge_sweep(store)
+    driver = chromium
+    driver.get(f"{base}/#/sweeps/edge_demo")
+
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#laws .law-refused"), "the refused laws")
+    refused = set(attributes(driver, "#laws .law-refused", "data-law"))
+    assert {"frontier", "allocation", "tradeoff"} <= refused
+    assert "needs at least 4 budgets, got 2" in text_of(driver, "#frontier .refusal")
+    assert "have their best at the grid's edge" in text_of(driver, "#laws .law-refused[data-law=allocation]")
+    assert "have their best at the grid's edge" in text_of(driver, "#across-budgets .refusal")
+    assert not driver.find_elements(By.CSS_SELECTOR, "svg path.law-curve, svg path.allocation-law-curve")
+    assert not driver.find_elements(By.CSS_SELECTOR, "p.error") or not text_of(driver, "p.error").strip()
+
+    # Each optimum is the grid's last d_m: flagged, its interval open upwards (an arrow to the plot's edge).
+    edge_budgets = attributes(driver, "svg.tradeoff-chart .located-optimum", "data-budget")
+    assert sorted(float(b) for b in edge_budgets) == [3000, 5000]
+    assert set(attributes(driver, "svg.tradeoff-chart .located-optimum", "data-edge")) == {"high"}
+    assert len(driver.find_elements(By.CSS_SELECTOR, "svg.tradeoff-chart .located-whisker .open-end")) == 2
+    notes = text_of(driver, "#tradeoff .optimum-notes")
+    assert "best at the largest d_m (4): extend the grid upwards" in notes
