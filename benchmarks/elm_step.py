@@ -1,10 +1,11 @@
-"""Training-step speed of the ELM Network at the reference configs, against the JAX anchors and a per-neuron loop.
+"""Training-step speed of the ELM Network at the reference configs, against the JAX anchors and the plain step.
 
     .venv/bin/python benchmarks/elm_step.py [--repeats 3] [--threads N] [--configs enwik8,small,shd]
 
 Prints, in one run, per config: train tokens/s (forward + backward + Adam, median of repeats after one warm-up
-step), the ratio to the authors' JAX figures of shared/ANCHORS.md, the ratio to the straightforward per-neuron loop
-(benchmarks/reference_elm.py, timed on a few time steps and scaled linearly to the full sequence), the arithmetic
+step), the ratio to the authors' JAX figures of shared/ANCHORS.md, the ratio to the model's plain batched step with
+autograd (ELMNetwork(cfg, fast=False), the equality tests' reference; timed on a few time steps and scaled linearly
+to the full sequence), the arithmetic
 share (the same sparse-matmul/SDDMM/bmm shapes timed alone as torch ops, times their counts, over the step time;
 above 1 where the fused C++ step loops do that work faster than the separate torch kernels) and the peak
 memory of the step (ru_maxrss of a fresh process). Each config runs in its own subprocess so peaks do not mix.
@@ -27,11 +28,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from elm_core.fast_ops import WEIGHT_GRAD_ROWS, inputs_are_sparse  # noqa: E402
 from elm_core.model import ELMConfig, ELMLayer, ELMNetwork  # noqa: E402
-from reference_elm import reference_forward  # noqa: E402
 
 CONFIGS = {
     "enwik8": (ELMConfig(), 8, 100),
@@ -40,7 +39,7 @@ CONFIGS = {
                       tau_m_min=1.0, tau_m_max=500.0, tau_r=5.0, embedding_scale=1.0), 8, 1000),
 }
 ANCHOR_TOKENS_PER_S = {"enwik8": 58.0, "small": 276.0, "shd": 3550.0}  # shared/ANCHORS.md, JAX on this CPU kind
-REFERENCE_STEPS = {"enwik8": 2, "small": 3, "shd": 10}
+REFERENCE_STEPS = {"enwik8": 5, "small": 10, "shd": 50}
 SPIKE_DENSITY = 0.03
 
 
@@ -100,7 +99,9 @@ def kernel_seconds(fn, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def layer_arithmetic_seconds(layer: ELMLayer, sources: torch.Tensor, batch: int, steps: int, sources_grad: bool) -> float:
+def layer_arithmetic_seconds(
+    layer: ELMLayer, sources: torch.Tensor, batch: int, steps: int, sources_grad: bool
+) -> float:
     """The unavoidable work of one layer over a chunk: its matmul/gather shapes timed alone, times their counts.
 
     Per step: the recurrent sparse matmul and its transpose, each MLP layer's bmm forward and backward, y = w_y m, and
@@ -109,8 +110,8 @@ def layer_arithmetic_seconds(layer: ELMLayer, sources: torch.Tensor, batch: int,
     the sparse matmul and, where the sources need a gradient (the readout reads the hidden activities), its
     transpose. Per block of K steps: the weight-gradient bmms and the SDDMMs of the dense patterns.
     """
-    n, d_m = layer.n, layer.d_m
-    ff_values, rec_values = (v.detach() for v in layer.synapse_values())
+    n, d_m, branches = layer.n, layer.d_m, layer.n * layer.d_tree
+    ff_values, rec_values = torch.randn(layer.ff.nnz), torch.randn(layer.rec.nnz)
     block = max(1, WEIGHT_GRAD_ROWS // batch)
     n_blocks = -(-steps // block)
     rows = block * batch
@@ -118,25 +119,25 @@ def layer_arithmetic_seconds(layer: ELMLayer, sources: torch.Tensor, batch: int,
     per_step = []
     per_block = []
     if layer.rec.nnz:
-        rec, rec_t = layer.rec.matrix(rec_values), layer.rec.transposed(rec_values)
-        a_step, g_step = torch.rand(n, batch), torch.randn(n * layer.d_tree, batch)
+        rec, rec_t = layer.rec.by_branch(rec_values).matrix(n), layer.rec.by_source(rec_values).matrix(branches)
+        a_step, g_step = torch.rand(n, batch), torch.randn(branches, batch)
         per_step += [lambda: rec @ a_step, lambda: rec_t @ g_step]
-        g_beta, a_cols = torch.randn(n * layer.d_tree, rows), torch.rand(rows, n)
+        g_beta, a_cols = torch.randn(branches, rows), torch.rand(rows, n)
         per_block.append(lambda: torch.sparse.sampled_addmm(rec, g_beta, a_cols, beta=0.0))
     if layer.ff.nnz and inputs_are_sparse(sources):
         active = (sources != 0).sum((0, 2)).float().mean().item()  # active inputs per step, all batch elements
         synapses = int(active * layer.ff.nnz / n_sources)  # their synapse columns
-        beta = torch.zeros(n * layer.d_tree)
-        index, values = torch.randint(0, n * layer.d_tree, (synapses,)), torch.randn(synapses)
+        beta = torch.zeros(branches)
+        index, values = torch.randint(0, branches, (synapses,)), torch.randn(synapses)
         per_step += [lambda: beta.index_add_(0, index, values)] * 2
     elif layer.ff.nnz:
-        ff = layer.ff.matrix(ff_values)
+        ff = layer.ff.by_branch(ff_values).matrix(n_sources)
         x_step, x_cols = torch.rand(n_sources, batch), torch.rand(rows, n_sources)
-        g_ff, g_step = torch.randn(n * layer.d_tree, rows), torch.randn(n * layer.d_tree, batch)
+        g_ff, g_step = torch.randn(branches, rows), torch.randn(branches, batch)
         per_step.append(lambda: ff @ x_step)
         per_block.append(lambda: torch.sparse.sampled_addmm(ff, g_ff, x_cols, beta=0.0))
         if sources_grad:
-            ff_t = layer.ff.transposed(ff_values)
+            ff_t = layer.ff.by_source(ff_values).matrix(branches)
             per_step.append(lambda: ff_t @ g_step)
     for w in layer.mlp_w:
         fan_out, fan_in = w.shape[1:]
@@ -163,9 +164,9 @@ def measure_cpu(name: str, repeats: int) -> dict:
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     ref_steps = REFERENCE_STEPS[name]
-    ref_net = ELMNetwork(cfg).train()
-    ref_step = train_step_fn(ref_net, lambda xs: reference_forward(ref_net, xs), x[:, :ref_steps], y[:, :ref_steps]
-                             if name != "shd" else y, last_only=name == "shd")
+    ref_net = ELMNetwork(cfg, fast=False).train()
+    ref_step = train_step_fn(ref_net, ref_net, x[:, :ref_steps], y[:, :ref_steps] if name != "shd" else y,
+                             last_only=name == "shd")
     ref_s = median_seconds(ref_step, 1) * steps / ref_steps
 
     hidden_inputs = net.embed(x).permute(2, 1, 0)  # (C, T, B)
@@ -177,7 +178,7 @@ def measure_cpu(name: str, repeats: int) -> dict:
         "config": name, "threads": torch.get_num_threads(), "tokens_per_s": tokens / step_s,
         "cpu_time_tokens_per_s": tokens / cpu_s, "step_s": step_s,
         "vs_anchor": tokens / step_s / ANCHOR_TOKENS_PER_S[name],
-        "vs_reference_loop": ref_s / step_s, "reference_step_s": ref_s, "arithmetic_share": arithmetic_s / step_s,
+        "vs_reference_step": ref_s / step_s, "reference_step_s": ref_s, "arithmetic_share": arithmetic_s / step_s,
         "peak_rss_mib": peak_kib / 1024, "step_rss_growth_mib": (peak_kib - rss_before) / 1024,
     }
 
@@ -217,20 +218,21 @@ def main() -> None:
     common = ["--repeats", str(args.repeats), "--threads", str(args.threads)]
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}, cpu count {os.cpu_count()}")
     header = (f"{'config':8} {'thr':>3} {'tokens/s':>9} {'cpu-time tok/s':>14} {'x JAX anchor':>12} "
-              f"{'x per-neuron loop':>17} {'arith share':>11} {'peak RSS MiB':>12} {'step growth MiB':>15}")
+              f"{'x plain step':>12} {'arith share':>11} {'peak RSS MiB':>12} {'step growth MiB':>15}")
     print(header)
     for name in args.configs.split(","):
         r = run_in_subprocess(["--one", name, *common])
         print(f"{name:8} {r['threads']:>3} {r['tokens_per_s']:>9.0f} {r['cpu_time_tokens_per_s']:>14.0f} "
-              f"{r['vs_anchor']:>12.1f} {r['vs_reference_loop']:>17.0f} {r['arithmetic_share']:>11.2f} "
+              f"{r['vs_anchor']:>12.1f} {r['vs_reference_step']:>12.1f} {r['arithmetic_share']:>11.2f} "
               f"{r['peak_rss_mib']:>12.0f} {r['step_rss_growth_mib']:>15.0f}")
     if torch.cuda.is_available():
         for batch in (8, 64):
             r = run_in_subprocess(["--gpu-batch", str(batch), *common])
             print(f"{r['config']} on {r['device']}: {r['tokens_per_s']:.0f} tokens/s ({r['step_s']:.3f} s/step)")
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("reference loop: timed on a few time steps (enwik8 2, small 3, shd 10) and scaled linearly to the full T;"
-          " cpu-time tok/s uses the process CPU time (less sensitive to other jobs on the machine)")
+    steps = ", ".join(f"{name} {n}" for name, n in REFERENCE_STEPS.items())
+    print(f"plain step: ELMNetwork(cfg, fast=False) timed on a few time steps ({steps}) and scaled linearly to the"
+          " full T; cpu-time tok/s uses the process CPU time (less sensitive to other jobs on the machine)")
 
 
 if __name__ == "__main__":

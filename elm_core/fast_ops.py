@@ -18,13 +18,30 @@ from __future__ import annotations
 import ctypes
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from .step_kernels import ACTIVATION_CODES, TorchSteps, steps_for
+from .step_kernels import (
+    TANH_SCALE,
+    Block,
+    BlockGrads,
+    Chunk,
+    ChunkGrads,
+    DenseInputGrads,
+    DenseInputs,
+    NeuronSpec,
+    ParamGrads,
+    PatternGrad,
+    SourceGrads,
+    Sources,
+    SparseInputGrads,
+    SparseInputs,
+    StepWeights,
+    Synapses,
+    steps_for,
+)
 
-MEMORY_GAIN = 1.7159  # LeCun's scaled tanh: 1.7159 * tanh(2x/3)
-TANH_SCALE = 2.0 / 3.0
 # Time steps x batch per block, the inner dimension of the weight-gradient bmm: large enough for MKL to run near peak,
 # small enough that the per-block buffers keep an Enwik8-reference step under 1 GiB and stay in cache longer.
 WEIGHT_GRAD_ROWS = 128
@@ -60,7 +77,6 @@ class SynapsePattern:
     """
 
     def __init__(self, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int):
-        self.shape = (n_rows, n_cols)
         self.nnz = rows.numel()
         self.crow = _compressed(rows, n_rows)
         self.col = cols.to(torch.int32)
@@ -74,13 +90,13 @@ class SynapsePattern:
             setattr(self, name, getattr(self, name).to(device))
         return self
 
-    def matrix(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+    def by_branch(self, values: torch.Tensor) -> Synapses:
+        """The pattern with its values (in the pattern's order): rows = branches, columns = sources."""
+        return Synapses(self.crow, self.col, values.contiguous())
 
-    def transposed(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(
-            self.t_crow, self.t_col, values[self.t_perm], self.shape[::-1], check_invariants=False
-        )
+    def by_source(self, values: torch.Tensor) -> Synapses:
+        """The pattern transposed, with the same values reordered: rows = sources, columns = branches."""
+        return Synapses(self.t_crow, self.t_col, values[self.t_perm])
 
 
 def _compressed(sorted_index: torch.Tensor, n: int) -> torch.Tensor:
@@ -91,163 +107,203 @@ def _compressed(sorted_index: torch.Tensor, n: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ScanSpec:
-    """What a layer scan needs besides tensors: wiring, sizes and which nonlinearities the layer uses."""
+    """What a layer scan needs besides tensors: its wiring and which nonlinearities its neurons use."""
 
     ff: SynapsePattern
     rec: SynapsePattern
-    n: int
-    d_m: int
-    d_tree: int
-    activation: str
-    high_pass: bool
-    rectify: bool
-    kappa_r: float
+    neuron: NeuronSpec
+
+
+class LayerParams(NamedTuple):
+    """A layer's parameters as the scan takes them."""
+
+    ff_values: torch.Tensor  # (nnz_ff,) synapse weights times input_scale, feed-forward pattern order
+    rec_values: torch.Tensor  # (nnz_rec,)
+    kappa: torch.Tensor  # (N, d_m) kappa_m
+    gate_gain: torch.Tensor  # (N, d_m) (1 - kappa_lambda) * 1.7159
+    w_y: torch.Tensor  # (N, d_m, 1)
+    bias: torch.Tensor  # (N, 1)
+    mlp_weights: tuple[torch.Tensor, ...]  # (N, out, in) per layer
+    mlp_biases: tuple[torch.Tensor, ...]  # (N, out, 1) per layer
+
+
+class ScanArgs(NamedTuple):
+    """Everything LayerScan differentiates; also the shape of its gradients and of its needs_input_grad flags."""
+
+    x: torch.Tensor  # (C, T, B) external sources, any strides
+    m0: torch.Tensor  # (N, d_m, B)
+    r0: torch.Tensor  # (N, B)
+    a0: torch.Tensor  # (N, B)
+    params: LayerParams
+
+    def flat(self) -> tuple:
+        """Function.apply's positional arguments (and backward's return values), in one fixed order."""
+        p = self.params
+        return (self.x, self.m0, self.r0, self.a0, p.ff_values, p.rec_values, p.kappa, p.gate_gain, p.w_y, p.bias,
+                *p.mlp_weights, *p.mlp_biases)
+
+    @classmethod
+    def from_flat(cls, flat) -> ScanArgs:
+        x, m0, r0, a0, ff_values, rec_values, kappa, gate_gain, w_y, bias, *mlp = flat
+        n_layers = len(mlp) // 2
+        params = LayerParams(ff_values, rec_values, kappa, gate_gain, w_y, bias, tuple(mlp[:n_layers]),
+                             tuple(mlp[n_layers:]))
+        return cls(x, m0, r0, a0, params)
+
+
+class ScanOutput(NamedTuple):
+    activity: torch.Tensor  # (T, N, B)
+    m: torch.Tensor  # (N, d_m, B) final memory
+    r: torch.Tensor  # (N, B) final high-pass state
+    mlp_abs: torch.Tensor  # (N,) mean |MLP output| of each neuron over the chunk
+
+
+def scan_layer(spec: ScanSpec, x: torch.Tensor, state, params: LayerParams, rec_keep: torch.Tensor | None):
+    """T steps of a layer of ELM neurons (DESIGN §2) with the hand-written backward pass.
+
+    x (C, T, B) external sources, any strides; state (m, r, a) batch-last; rec_keep (N, B) or None.
+    """
+    args = ScanArgs(x, state.m, state.r, state.a, params)
+    return ScanOutput(*LayerScan.apply(spec, rec_keep, *args.flat()))
 
 
 class LayerScan(torch.autograd.Function):
-    """T steps of N ELM neurons (DESIGN §2) with a hand-written backward pass.
-
-    Inputs: x (C, T, B) external sources, any strides; ff_values, rec_values the scaled synapse weights of the two
-    patterns; kappa, gate_gain (N, d_m) with gate_gain = (1 - kappa_lambda) * 1.7159; w_y (N, d_m, 1); bias (N, 1);
-    m0 (N, d_m, B), r0 and a0 (N, B); rec_keep (N, B) or None; then the MLP as alternating weights (N, out, in) and
-    biases (N, out, 1). Outputs: activities (T, N, B), final memory (N, d_m, B), final high-pass state (N, B),
-    mean |MLP output| of each neuron (N,).
-    """
+    """The autograd Function behind scan_layer; arguments: spec, rec_keep, then ScanArgs.flat()."""
 
     @staticmethod
-    def forward(ctx, spec: ScanSpec, x, ff_values, rec_values, kappa, gate_gain, w_y, bias, m0, r0, a0, rec_keep,
-                *mlp):
+    def forward(ctx, spec: ScanSpec, rec_keep, *flat):
+        args = ScanArgs.from_flat(flat)
+        x, params = args.x, args.params
+        needs = ScanArgs.from_flat(ctx.needs_input_grad[2:])
         if x.device.type == "cpu":
             keep_freed_memory_for_reuse()
         steps_kernel = steps_for(x.device)
-        n, d_m, batch, steps = spec.n, spec.d_m, m0.shape[2], x.shape[1]
-        block = max(1, WEIGHT_GRAD_ROWS // batch)
-        weights, biases = _scaled_last_layer(mlp)
+        (n, d_m), (batch, steps) = params.kappa.shape, (x.shape[2], x.shape[1])
+        d_in = params.mlp_weights[0].shape[2]  # d_tree + d_m
+        block_len = max(1, WEIGHT_GRAD_ROWS // batch)
+        weights = _step_weights(params)
         keep = None if rec_keep is None else rec_keep.contiguous()
-        rec = [spec.rec.crow, spec.rec.col, rec_values.contiguous()] if spec.rec.nnz else []
+        rec = spec.rec.by_branch(params.rec_values) if spec.rec.nnz else None
         ff_sparse = (
-            spec.ff.nnz > 0 and steps_kernel is not TorchSteps and not ctx.needs_input_grad[1]
-            and inputs_are_sparse(x)
+            spec.ff.nnz > 0 and steps_kernel.scatters_sparse_inputs and not needs.x and inputs_are_sparse(x)
         )
-        # Dense inputs step-major (T, C, B): free for the readout, whose inputs are the hidden activities.
-        x_steps = None if ff_sparse or not spec.ff.nnz else x.permute(1, 0, 2).contiguous()
+        x_steps = None  # dense inputs step-major (T, C, B): free for the readout, whose inputs are hidden activities
         if not spec.ff.nnz:
-            ff = []
+            ff = None
         elif ff_sparse:
-            ff = [x, spec.ff.t_crow, spec.ff.t_col, ff_values[spec.ff.t_perm]]
+            ff = SparseInputs(x, spec.ff.by_source(params.ff_values))
         else:
-            ff = [x_steps, spec.ff.crow, spec.ff.col, ff_values.contiguous()]
+            x_steps = x.permute(1, 0, 2).contiguous()
+            ff = DenseInputs(x_steps, spec.ff.by_branch(params.ff_values))
+        sources = Sources(rec, ff, keep)
 
-        m, r = m0.contiguous().clone(), r0.contiguous().clone()
         activity = x.new_empty(steps + 1, n, batch)  # step 0 is a0
-        activity[0] = a0
-        abs_sum = x.new_zeros(n)
-        saved_h0, saved_z, saved_th, saved_m = [], [], [], []
-        for t0 in range(0, steps, block):
-            k_len = min(steps, t0 + block) - t0
-            h0 = x.new_empty(n, spec.d_tree + d_m, k_len, batch)  # MLP inputs [beta ; m_tilde], filled per step
-            zs = [x.new_empty(n, w.shape[1], k_len, batch) for w in weights[:-1]]
-            th, m_blk = x.new_empty(n, d_m, k_len, batch), x.new_empty(n, d_m, k_len, batch)
-            steps_kernel.forward_block(
-                h0, zs, th, m_blk, activity, t0, m, r, abs_sum, rec, ff, ff_sparse, keep, kappa.contiguous(),
-                gate_gain.contiguous(), w_y.contiguous(), bias.contiguous(), weights, biases,
-                ACTIVATION_CODES[spec.activation], spec.high_pass, spec.rectify, spec.kappa_r,
+        activity[0] = args.a0
+        chunk = Chunk(activity, args.m0.contiguous().clone(), args.r0.contiguous().clone(), x.new_zeros(n))
+        blocks = []
+        for t0 in range(0, steps, block_len):
+            k_len = min(steps, t0 + block_len) - t0
+            block = Block(
+                t0,
+                h0=x.new_empty(n, d_in, k_len, batch),
+                zs=[x.new_empty(n, w.shape[1], k_len, batch) for w in weights.mlp_weights[:-1]],
+                th=x.new_empty(n, d_m, k_len, batch),
+                m=x.new_empty(n, d_m, k_len, batch),
             )
-            saved_h0.append(h0)
-            saved_z.append(zs)
-            saved_th.append(th)
-            saved_m.append(m_blk)
+            steps_kernel.forward_block(block, chunk, sources, weights, spec.neuron)
+            blocks.append(block)
 
-        ctx.spec, ctx.block, ctx.ff_sparse = spec, block, ff_sparse
-        ctx.blocks = (saved_h0, saved_z, saved_th, saved_m)
-        ctx.save_for_backward(x, x_steps, ff_values, rec_values, kappa, gate_gain, w_y, m0, rec_keep, activity, *mlp)
-        mlp_abs = abs_sum / (TANH_SCALE * steps * batch * d_m)
-        return activity[1:], m, r, mlp_abs
+        ctx.spec, ctx.ff_sparse, ctx.blocks = spec, ff_sparse, blocks
+        ctx.save_for_backward(rec_keep, activity, x_steps, *flat)
+        mlp_abs = chunk.abs_sum / (TANH_SCALE * steps * batch * d_m)
+        return activity[1:], chunk.m, chunk.r, mlp_abs
 
     @staticmethod
     def backward(ctx, grad_activity, grad_m, grad_r, grad_mlp_abs):
-        spec, block, ff_sparse = ctx.spec, ctx.block, ctx.ff_sparse
-        x, x_steps, ff_values, rec_values, kappa, gate_gain, w_y, m0, rec_keep, activity, *mlp = ctx.saved_tensors
-        saved_h0, saved_z, saved_th, saved_m = ctx.blocks
+        spec, blocks = ctx.spec, ctx.blocks
+        rec_keep, activity, x_steps, *flat = ctx.saved_tensors
+        args = ScanArgs.from_flat(flat)
+        x, params = args.x, args.params
+        needs = ScanArgs.from_flat(ctx.needs_input_grad[2:])
+        learn_tau = needs.params.kappa or needs.params.gate_gain
         steps_kernel = steps_for(x.device)
-        n, d_tree, d_m, batch, steps = spec.n, spec.d_tree, spec.d_m, m0.shape[2], x.shape[1]
-        weights, biases = list(mlp[0::2]), list(mlp[1::2])
-        weights_in = [w.contiguous() for w in weights[:-1]] + [weights[-1] * TANH_SCALE]  # what the forward used
-        needs = ctx.needs_input_grad  # (spec, x, ff_values, rec_values, kappa, gate_gain, w_y, bias, m0, r0, a0, ...)
-        learn_tau = needs[4] or needs[5]
+        (n, d_m), (batch, steps) = params.kappa.shape, (x.shape[2], x.shape[1])
+        d_tree = params.mlp_weights[0].shape[2] - d_m
+        weights = _step_weights(params)
         keep = None if rec_keep is None else rec_keep.contiguous()
-        abs_scale = (grad_mlp_abs / (TANH_SCALE * steps * batch * d_m)).contiguous()  # (N,)
-        grad_activity = grad_activity.contiguous()
 
-        grad_weights = [w.new_zeros(w.shape) for w in weights]  # contiguous, whatever the parameters' strides
-        grad_biases = [b.new_zeros(b.shape) for b in biases]
-        grad_w_y = w_y.new_zeros(w_y.shape)
-        grad_bias = x.new_zeros(n, 1)
-        grad_kappa = torch.zeros_like(kappa)
-        grad_gate_gain = torch.zeros_like(gate_gain)
-        grad_ff = torch.zeros_like(ff_values)
-        grad_rec = torch.zeros_like(rec_values)
-        rec_t = [spec.rec.t_crow, spec.rec.t_col, rec_values[spec.rec.t_perm].contiguous()] if spec.rec.nnz else []
-        # Synapse gradients of the dense-input patterns, per block: [crow, col, gradient, sources (T, C, B)]
-        rec_grads = [spec.rec.crow, spec.rec.col, grad_rec, activity] if spec.rec.nnz else []
-        ff_grads = [spec.ff.crow, spec.ff.col, grad_ff, x_steps] if x_steps is not None else []
-        grad_x_steps = x.new_zeros(steps, x.shape[0], batch) if needs[1] else x.new_empty(0)
-        if not spec.ff.nnz:
-            ff = []
-        elif ff_sparse:
-            grad_ff_t = torch.zeros_like(ff_values)  # in the transposed pattern's order
-            ff = [x, spec.ff.t_crow, spec.ff.t_col, grad_ff_t]
+        grad_ff = torch.zeros_like(params.ff_values)
+        grad_rec = torch.zeros_like(params.rec_values)
+        param_grads = ParamGrads(
+            mlp_weights=[w.new_zeros(w.shape) for w in params.mlp_weights],  # contiguous, whatever the strides
+            mlp_biases=[b.new_zeros(b.shape) for b in params.mlp_biases],
+            w_y=params.w_y.new_zeros(params.w_y.shape),
+            bias=x.new_zeros(n, 1),
+            rec=PatternGrad(spec.rec.by_branch(grad_rec), activity) if spec.rec.nnz else None,
+            ff=PatternGrad(spec.ff.by_branch(grad_ff), x_steps) if x_steps is not None else None,
+        )
+        grad_kappa = torch.zeros_like(params.kappa)
+        grad_gate_gain = torch.zeros_like(params.gate_gain)
+        grad_x_steps = x.new_zeros(steps, x.shape[0], batch) if needs.x else None
+        rec_by_source = spec.rec.by_source(params.rec_values) if spec.rec.nnz else None
+        if ctx.ff_sparse:
+            grad_ff_by_source = torch.zeros_like(params.ff_values)
+            ff = SparseInputGrads(x, Synapses(spec.ff.t_crow, spec.ff.t_col, grad_ff_by_source))
+        elif spec.ff.nnz and grad_x_steps is not None:
+            ff = DenseInputGrads(grad_x_steps, spec.ff.by_source(params.ff_values))
         else:
-            ff = [spec.ff.t_crow, spec.ff.t_col, ff_values[spec.ff.t_perm].contiguous(), grad_x_steps]
+            ff = None
+        sources = SourceGrads(rec_by_source, ff, keep)
+        chunk = ChunkGrads(
+            activity, grad_activity.contiguous(), (grad_mlp_abs / (TANH_SCALE * steps * batch * d_m)).contiguous(),
+            dm=grad_m.contiguous().clone(), dr=grad_r.contiguous().clone(), da_rec=x.new_zeros(n, batch),
+        )
 
-        dm = grad_m.contiguous().clone()
-        dr = grad_r.contiguous().clone()
-        da_rec = x.new_zeros(n, batch)  # gradient reaching a_{t-1} through the recurrent synapses
-        for index in reversed(range(len(saved_h0))):
-            t0 = index * block
-            h0, zs, th, m_blk = saved_h0[index], saved_z[index], saved_th[index], saved_m[index]
-            saved_h0[index] = saved_z[index] = saved_th[index] = None  # freed as soon as this block is done
-            k_len = h0.shape[2]
-            d_h0 = torch.empty_like(h0)
-            d_zs = [torch.empty_like(z) for z in zs]
-            d_delta = torch.empty_like(th)
-            d_y, d_pre = x.new_empty(n, k_len, batch), x.new_empty(n, k_len, batch)
-            d_m_total = torch.empty_like(th) if learn_tau else None
-            steps_kernel.backward_block(
-                grad_activity, activity, t0, th, zs, d_h0, d_zs, d_delta, d_y, d_pre, d_m_total, dm, dr, da_rec,
-                rec_t, ff, ff_sparse, keep, kappa.contiguous(), gate_gain.contiguous(), w_y.contiguous(), abs_scale,
-                weights_in, ACTIVATION_CODES[spec.activation], spec.high_pass, spec.rectify, spec.kappa_r,
+        for index in reversed(range(len(blocks))):
+            block = blocks[index]
+            blocks[index] = block._replace(h0=None, zs=None, th=None)  # freed as soon as this block is done
+            grads = BlockGrads(
+                d_h0=torch.empty_like(block.h0),
+                d_zs=[torch.empty_like(z) for z in block.zs],
+                d_delta=torch.empty_like(block.th),
+                d_y=x.new_empty(n, block.th.shape[2], batch),
+                d_pre=x.new_empty(n, block.th.shape[2], batch),
+                d_m_total=torch.empty_like(block.th) if learn_tau else None,
             )
-            steps_kernel.weight_grads_block(
-                h0, zs, d_zs, d_h0, d_delta, m_blk, d_y, d_pre, t0, grad_weights, grad_biases, grad_w_y, grad_bias,
-                rec_grads, ff_grads, keep, ACTIVATION_CODES[spec.activation], TANH_SCALE,
-            )
+            steps_kernel.backward_block(block, grads, chunk, sources, weights, spec.neuron)
+            steps_kernel.weight_grads_block(block, grads, param_grads, keep, spec.neuron)
             if learn_tau:
-                m_before = saved_m[index - 1][:, :, -1:] if index else m0.unsqueeze(2)
-                m_prev = torch.cat((m_before, m_blk[:, :, :-1]), 2)  # (N, d_m, K, B): memory entering each step
-                d_m_tilde = d_m_total + d_h0[:, d_tree:]
+                m_before = blocks[index - 1].m[:, :, -1:] if index else args.m0.unsqueeze(2)
+                m_prev = torch.cat((m_before, block.m[:, :, :-1]), 2)  # (N, d_m, K, B): memory entering each step
+                d_m_tilde = grads.d_m_total + grads.d_h0[:, d_tree:]
                 grad_kappa += (d_m_tilde * m_prev).sum((2, 3))
-                grad_gate_gain += (d_m_total * th).sum((2, 3))
+                grad_gate_gain += (grads.d_m_total * block.th).sum((2, 3))
 
-        if ff_sparse:
-            grad_ff[spec.ff.t_perm] = grad_ff_t
-        grad_mlp = [g for pair in zip(grad_weights, grad_biases) for g in pair]
-        grad_x = grad_x_steps.permute(1, 0, 2) if needs[1] else None  # (C, T, B)
-        grad_r0 = dr if needs[9] else None
-        return (None, grad_x, grad_ff, grad_rec, grad_kappa if learn_tau else None,
-                grad_gate_gain if learn_tau else None, grad_w_y, grad_bias, dm, grad_r0, da_rec, None, *grad_mlp)
+        if ctx.ff_sparse:
+            grad_ff[spec.ff.t_perm] = grad_ff_by_source
+        grads = ScanArgs(
+            x=grad_x_steps.permute(1, 0, 2) if needs.x else None,  # (C, T, B)
+            m0=chunk.dm,
+            r0=chunk.dr if needs.r0 else None,
+            a0=chunk.da_rec,
+            params=LayerParams(
+                grad_ff, grad_rec, grad_kappa if learn_tau else None, grad_gate_gain if learn_tau else None,
+                param_grads.w_y, param_grads.bias, tuple(param_grads.mlp_weights), tuple(param_grads.mlp_biases),
+            ),
+        )
+        return (None, None, *grads.flat())
 
 
-def _scaled_last_layer(mlp: tuple[torch.Tensor, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """MLP weights (N, out, in) and biases (N, out, 1), contiguous, the last layer times 2/3.
-
-    Folding tanh's 2/3 into the last layer saves one elementwise pass per step.
-    """
-    weights = [w.contiguous() for w in mlp[0::2]]
-    biases = [b.contiguous() for b in mlp[1::2]]
+def _step_weights(params: LayerParams) -> StepWeights:
+    """The weights contiguous, the MLP's last layer times 2/3: folding tanh's 2/3 in saves a pass per step."""
+    weights = [w.contiguous() for w in params.mlp_weights]
+    biases = [b.contiguous() for b in params.mlp_biases]
     weights[-1] = weights[-1] * TANH_SCALE
     biases[-1] = biases[-1] * TANH_SCALE
-    return weights, biases
+    return StepWeights(
+        params.kappa.contiguous(), params.gate_gain.contiguous(), params.w_y.contiguous(), params.bias.contiguous(),
+        weights, biases,
+    )
 
 
 def inputs_are_sparse(x: torch.Tensor) -> bool:

@@ -1,9 +1,10 @@
 """The ELM Network: a recurrent layer of Expressive Leaky Memory neurons, a readout layer and a linear output.
 
-Read top to bottom this is DESIGN.md §2-3; the time loop of a layer (§2 steps 1-5 for all N neurons at once) and its
-hand-written backward pass live in `fast_ops.LayerScan`. Every layer keeps its tensors neuron-major, so that the
-per-neuron MLPs are one batched matmul over neurons and the synaptic stage is one sparse matmul against the
-(sources, B) activity matrix. The carried state is batch-last: m (N, d_m, B), r and a (N, B).
+Read top to bottom this is DESIGN.md §2-3. `ELMLayer.step` is one time step of all N neurons written as the
+equations; `ELMLayer.forward` runs it over a chunk, or, by default, hands the chunk to the fast path
+(`fast_ops.scan_layer`: C++ step loops and a hand-written backward pass), which the equality tests hold to the
+plain step. Every layer keeps its tensors neuron-major, so that the per-neuron MLPs are one batched matmul over
+neurons. The carried state is batch-last: m (N, d_m, B), r and a (N, B).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_ops import MEMORY_GAIN, LayerScan, ScanSpec, SynapsePattern
+from .fast_ops import LayerParams, ScanSpec, SynapsePattern, scan_layer
+from .step_kernels import ACTIVATIONS, NeuronSpec, activate
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-ACTIVATIONS = ("relu2", "relu", "silu")
 LAMBDA = 5.0  # kappa_lambda = exp(-lambda * dt / tau_m)
+MEMORY_GAIN = 1.7159  # LeCun's scaled tanh: 1.7159 * tanh(2x/3)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class ELMConfig:
                 f"ELMConfig.tau_m_min must be < tau_m_max, got tau_m_min={self.tau_m_min!r} >= {self.tau_m_max!r}"
             )
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"ELMConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            raise ValueError(f"ELMConfig.activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
 
     @property
     def k_c(self) -> int:
@@ -142,20 +144,20 @@ class ELMLayer(nn.Module):
         d_m: int,
         d_mlp: int,
         l_mlp: int,
-        d_tree: int,
-        d_branch: int,
         rho_rec: float,
         cfg: ELMConfig,
         generator: torch.Generator,
         high_pass: bool,
         rectify: bool,
+        fast: bool = True,
     ):
         super().__init__()
-        self.n, self.d_m, self.d_tree, self.d_branch = n_neurons, d_m, d_tree, d_branch
+        self.n, self.d_m, self.d_tree, self.d_branch = n_neurons, d_m, cfg.d_tree, cfg.d_branch
         self.input_scale = cfg.input_scale
         self.high_pass, self.rectify = high_pass, rectify
         self.activation = cfg.activation
-        k_c = d_tree * d_branch
+        self.fast = fast
+        k_c = cfg.k_c
 
         # Wiring: k_c sources per neuron drawn with replacement; recurrent with probability rho_rec.
         is_rec = torch.rand(n_neurons, k_c, generator=generator) < rho_rec
@@ -163,24 +165,18 @@ class ELMLayer(nn.Module):
         rec_src = torch.randint(0, n_neurons, (n_neurons, k_c), generator=generator)
         sources = torch.where(is_rec, n_inputs + rec_src, ff_src)
         self.register_buffer("sources", sources)  # (N, k_c) index into [inputs ; own outputs]
-        row = torch.arange(n_neurons * k_c) // d_branch
-        flat_rec = is_rec.flatten()
-        self.register_buffer("ff_index", torch.nonzero(~flat_rec).flatten(), persistent=False)
-        self.register_buffer("rec_index", torch.nonzero(flat_rec).flatten(), persistent=False)
-        n_rows = n_neurons * d_tree
-        self.ff = SynapsePattern(row[~flat_rec], ff_src.flatten()[~flat_rec], n_rows, n_inputs)
-        self.rec = SynapsePattern(row[flat_rec], rec_src.flatten()[flat_rec], n_rows, n_neurons)
 
-        bound = 1.0 / math.sqrt(d_branch)
+        bound = 1.0 / math.sqrt(self.d_branch)
         self.w_syn = nn.Parameter(torch.empty(n_neurons, k_c).uniform_(-bound, bound, generator=generator))
 
         # Per-neuron MLP, weights stored (N, out, in) so that one baddbmm steps all neurons.
-        widths = [d_tree + d_m] + [d_mlp] * l_mlp + [d_m]
+        widths = [self.d_tree + d_m] + [d_mlp] * l_mlp + [d_m]
         self.mlp_w = nn.ParameterList()
         self.mlp_b = nn.ParameterList()
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             b = 1.0 / math.sqrt(fan_in)
-            self.mlp_w.append(nn.Parameter(torch.empty(n_neurons, fan_out, fan_in).uniform_(-b, b, generator=generator)))
+            weight = torch.empty(n_neurons, fan_out, fan_in).uniform_(-b, b, generator=generator)
+            self.mlp_w.append(nn.Parameter(weight))
             self.mlp_b.append(nn.Parameter(torch.empty(n_neurons, fan_out, 1).uniform_(-b, b, generator=generator)))
         b = 1.0 / math.sqrt(d_m)
         self.w_y = nn.Parameter(torch.empty(n_neurons, d_m, 1).uniform_(-b, b, generator=generator))
@@ -192,9 +188,17 @@ class ELMLayer(nn.Module):
         else:
             self.register_buffer("log_tau_m", log_tau.clone())
         self.kappa_r = math.exp(-1.0 / cfg.tau_r)
-        self.scan_spec = ScanSpec(
-            self.ff, self.rec, n_neurons, d_m, d_tree, cfg.activation, high_pass, rectify, self.kappa_r
-        )
+
+        # The fast path's view of the wiring: feed-forward and recurrent synapses as two sparse patterns whose rows
+        # are branches (neuron * d_tree + branch), so the synaptic stage is a sparse matmul, never a gather.
+        row = torch.arange(n_neurons * k_c) // self.d_branch
+        flat_rec = is_rec.flatten()
+        self.register_buffer("ff_index", torch.nonzero(~flat_rec).flatten(), persistent=False)
+        self.register_buffer("rec_index", torch.nonzero(flat_rec).flatten(), persistent=False)
+        n_rows = n_neurons * self.d_tree
+        self.ff = SynapsePattern(row[~flat_rec], ff_src.flatten()[~flat_rec], n_rows, n_inputs)
+        self.rec = SynapsePattern(row[flat_rec], rec_src.flatten()[flat_rec], n_rows, n_neurons)
+        self.scan_spec = ScanSpec(self.ff, self.rec, NeuronSpec(cfg.activation, high_pass, rectify, self.kappa_r))
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
@@ -202,11 +206,6 @@ class ELMLayer(nn.Module):
         self.ff.to(device)
         self.rec.to(device)
         return self
-
-    def synapse_values(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Synapse weights times input_scale, split into the feed-forward and recurrent patterns."""
-        scaled = self.w_syn.flatten() * self.input_scale
-        return scaled[self.ff_index], scaled[self.rec_index]
 
     def initial_state(self, batch: int, device, dtype) -> LayerState:
         zeros = torch.zeros(self.n, batch, device=device, dtype=dtype)
@@ -219,19 +218,55 @@ class ELMLayer(nn.Module):
         gate = 1.0 - torch.exp(-LAMBDA / tau_m)  # 1 - kappa_lambda
         return kappa_m, gate
 
-    def scan(self, sources: torch.Tensor, state: LayerState, rec_keep: torch.Tensor | None):
-        """Run the layer over a chunk. sources: external inputs (C, T, B); rec_keep: recurrent dropout mask (N, B).
+    def step(self, x_t: torch.Tensor, state: LayerState, rec_keep: torch.Tensor | None):
+        """One time step of all N neurons (DESIGN §2, steps 1-5). x_t: external inputs (C, B).
+
+        Returns the new state and the MLP output delta (N, d_m, B).
+        """
+        kappa_m, gate = self.decays()  # 4. timescales: kappa_m and 1 - kappa_lambda, (N, d_m)
+        a_prev = state.a if rec_keep is None else state.a * rec_keep
+        z = torch.cat((x_t, a_prev))  # (C + N, B) = [x_t ; a_{t-1}]
+        u = z[self.sources]  # (N, k_c, B)  1. synaptic input
+        weighted = self.input_scale * self.w_syn.unsqueeze(-1) * u
+        beta = weighted.view(self.n, self.d_tree, self.d_branch, -1).sum(2)  # (N, d_tree, B)  2. branches
+        m_tilde = kappa_m.unsqueeze(-1) * state.m  # (N, d_m, B)  3. memory
+        h = torch.cat((beta, m_tilde), 1)  # (N, d_tree + d_m, B)
+        for layer, (w, b) in enumerate(zip(self.mlp_w, self.mlp_b)):
+            h = torch.baddbmm(b, w, h)  # (N, out, B)
+            if layer < len(self.mlp_w) - 1:
+                h = activate(h, self.activation)
+        delta = h  # (N, d_m, B)
+        m = m_tilde + gate.unsqueeze(-1) * MEMORY_GAIN * torch.tanh(2 * delta / 3)
+        y = (self.w_y * m).sum(1)  # (N, B)  5. output
+        r = state.r
+        if self.high_pass:
+            r = self.kappa_r * r + (1 - self.kappa_r) * y
+            y = y - r
+        a = F.relu(y + self.bias) if self.rectify else y + self.bias
+        return LayerState(m, r, a), delta
+
+    def forward(self, inputs: torch.Tensor, state: LayerState, rec_keep: torch.Tensor | None):
+        """Run the layer over a chunk. inputs: external inputs (C, T, B); rec_keep: recurrent dropout mask (N, B).
 
         Returns the activities (T, N, B), the new state and the mean |MLP output| of each neuron (N,).
         """
-        ff_values, rec_values = self.synapse_values()
-        kappa_m, gate = self.decays()
-        mlp = [t for pair in zip(self.mlp_w, self.mlp_b) for t in pair]
-        activity, m, r, mlp_abs = LayerScan.apply(
-            self.scan_spec, sources, ff_values, rec_values, kappa_m, gate * MEMORY_GAIN, self.w_y, self.bias,
-            state.m, state.r, state.a, rec_keep, *mlp,
-        )
-        return activity, LayerState(m, r, activity[-1]), mlp_abs
+        if self.fast:
+            # All T steps in one autograd Function: C++ step loops on the CPU, a hand-written backward pass.
+            kappa_m, gate = self.decays()
+            scaled = self.w_syn.flatten() * self.input_scale
+            params = LayerParams(
+                scaled[self.ff_index], scaled[self.rec_index], kappa_m, gate * MEMORY_GAIN, self.w_y, self.bias,
+                tuple(self.mlp_w), tuple(self.mlp_b),
+            )
+            activity, m, r, mlp_abs = scan_layer(self.scan_spec, inputs, state, params, rec_keep)
+            return activity, LayerState(m, r, activity[-1]), mlp_abs
+        # manual implementation: the plain step T times, autograd keeping the graph over time
+        activity, abs_delta = [], []
+        for x_t in inputs.unbind(1):  # (C, B)
+            state, delta = self.step(x_t, state, rec_keep)
+            activity.append(state.a)
+            abs_delta.append(delta.abs().mean((1, 2)))  # (N,)
+        return torch.stack(activity), state, torch.stack(abs_delta).mean(0)
 
 
 # --- the network -------------------------------------------------------------------------------------------------
@@ -245,17 +280,19 @@ class ELMOutput(NamedTuple):
 
 
 class ELMNetwork(nn.Module):
-    def __init__(self, cfg: ELMConfig):
+    """The network of DESIGN §3. fast=False runs the plain step instead of the fast path (the tests' reference)."""
+
+    def __init__(self, cfg: ELMConfig, fast: bool = True):
         super().__init__()
         self.cfg = cfg
         generator = torch.Generator().manual_seed(cfg.seed)
         self.hidden = ELMLayer(
-            cfg.n_hidden, cfg.n_input, cfg.d_m, cfg.d_mlp, cfg.l_mlp, cfg.d_tree, cfg.d_branch, cfg.rho_rec,
-            cfg, generator, high_pass=True, rectify=True,
+            cfg.n_hidden, cfg.n_input, cfg.d_m, cfg.d_mlp, cfg.l_mlp, cfg.rho_rec, cfg, generator,
+            high_pass=True, rectify=True, fast=fast,
         )
         self.readout = ELMLayer(
-            cfg.n_output, cfg.n_hidden, cfg.readout_d_m, 2 * cfg.readout_d_m, cfg.readout_l_mlp, cfg.d_tree,
-            cfg.d_branch, 0.0, cfg, generator, high_pass=False, rectify=False,
+            cfg.n_output, cfg.n_hidden, cfg.readout_d_m, 2 * cfg.readout_d_m, cfg.readout_l_mlp, 0.0, cfg, generator,
+            high_pass=False, rectify=False, fast=fast,
         )
         self.output = nn.Linear(cfg.n_output, cfg.n_output)
         bound = 1.0 / math.sqrt(cfg.n_output)
@@ -265,7 +302,8 @@ class ELMNetwork(nn.Module):
 
     def initial_state(self, batch: int, device=None, dtype=torch.float32) -> ELMState:
         device = device or self.output.weight.device
-        return ELMState(self.hidden.initial_state(batch, device, dtype), self.readout.initial_state(batch, device, dtype))
+        hidden = self.hidden.initial_state(batch, device, dtype)
+        return ELMState(hidden, self.readout.initial_state(batch, device, dtype))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) become scaled one-hot vectors; float inputs (B, T, C) are scaled as given."""
@@ -291,9 +329,9 @@ class ELMNetwork(nn.Module):
         # The recurrence runs in fp32 even under autocast: bf16 steps drift from the reference over long sequences.
         with torch.autocast(x.device.type, enabled=False):
             state = _as_float(state)
-            hidden_a, hidden_state, mlp_abs = hidden.scan(inputs.float(), state.hidden, rec_keep)  # (T, N, B)
+            hidden_a, hidden_state, mlp_abs = hidden(inputs.float(), state.hidden, rec_keep)  # (T, N, B)
             # The readout reads only the hidden layer's current activity.
-            readout_a, readout_state, _ = readout.scan(hidden_a.permute(1, 0, 2), state.readout, None)  # (T, n_out, B)
+            readout_a, readout_state, _ = readout(hidden_a.permute(1, 0, 2), state.readout, None)  # (T, n_out, B)
         logits = self.output(readout_a.permute(2, 0, 1))  # (B, T, n_out)
         return ELMOutput(
             logits=logits,

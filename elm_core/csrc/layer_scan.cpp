@@ -11,15 +11,17 @@
 //     contiguous: weight_grads_block takes a block's gradients as dot products along them.
 //   activity (T+1, N, B), step 0 the carried-in activity; memory m (N, d_m, B); r (N, B).
 //   MLP weights (N, out, in) with the last layer already times 2/3; biases (N, out, 1).
-//   Recurrent synapses: CSR over rows n * d_tree + j with int32 column indices into the N neurons; the backward
-//   pass gets the transposed pattern (rows = source neurons, columns = branch rows).
-//   Feed-forward synapses, `ff`, in one of two forms (empty: none):
-//   - sparse inputs (one-hot characters, spikes; ff_sparse): [x (C, T, B) with any strides, the pattern transposed
-//     (rows = inputs) as t_crow, t_col, t_values]; only nonzero inputs are visited. Backward: [x, t_crow, t_col,
-//     grad (in transposed order, accumulated)].
-//   - dense inputs: [x (T, C, B) contiguous, crow, col, values], one CSR matmul per step. Backward: [t_crow, t_col,
-//     t_values, grad_x (T, C, B)] when the inputs need a gradient (the readout's inputs are the hidden activities);
+//   Synapse patterns (step_kernels.Synapses): [crow, col, values], CSR with int32 indices; empty where a layer has
+//   none. Recurrent synapses: rows n * d_tree + j, columns the N neurons; the backward pass gets the transposed
+//   pattern (rows = source neurons, columns = branch rows).
+//   Feed-forward synapses, `ff` = [a tensor, crow, col, values] (empty: none), in one of two forms:
+//   - sparse inputs (one-hot characters, spikes; ff_sparse): x (C, T, B) with any strides and the pattern
+//     transposed (rows = inputs); only nonzero inputs are visited. Backward: x and the transposed pattern whose
+//     values are the synapse gradient (in that order, accumulated).
+//   - dense inputs: x (T, C, B) contiguous and the pattern, one CSR matmul per step. Backward, only when the inputs
+//     need a gradient (the readout's inputs are the hidden activities): grad_x (T, C, B) and the transposed pattern;
 //     the synapse gradient is then taken per block in weight_grads_block.
+//   The activation is its step_kernels.ACTIVATIONS name.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -30,6 +32,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -61,6 +64,29 @@ inline void store(T* p, const V& v, int64_t valid) {
   else
     for (int64_t i = 0; i < valid; ++i) p[i] = v[i];
 }
+
+template <typename T>
+T* ptr(const torch::Tensor& t) {
+  TORCH_CHECK(t.is_contiguous(), "layer_scan expects contiguous tensors");
+  return t.data_ptr<T>();
+}
+
+// A synapse pattern in CSR form, from parts[first], parts[first + 1], parts[first + 2] = crow, col, values; null
+// where parts is empty (the layer has no synapses of that kind).
+template <typename T>
+struct Csr {
+  const int32_t* crow = nullptr;
+  const int32_t* col = nullptr;
+  T* values = nullptr;
+
+  Csr(const std::vector<torch::Tensor>& parts, size_t first) {
+    if (parts.empty()) return;
+    crow = ptr<int32_t>(parts[first]);
+    col = ptr<int32_t>(parts[first + 1]);
+    values = ptr<T>(parts[first + 2]);
+  }
+  explicit operator bool() const { return crow != nullptr; }
+};
 
 // torch's own vectorised math (SLEEF, exported by libtorch_cpu): the same tanh/exp torch uses, on registers.
 #if defined(__AVX2__)
@@ -98,10 +124,17 @@ inline V exp_vec(const V& v) {
 #endif
 }
 
-enum Activation : int64_t { kRelu2 = 0, kRelu = 1, kSilu = 2 };
+enum Activation { kRelu2, kRelu, kSilu };
+
+Activation activation_named(const std::string& name) {
+  if (name == "relu2") return kRelu2;
+  if (name == "relu") return kRelu;
+  TORCH_CHECK(name == "silu", "layer_scan: unknown activation '", name, "'");
+  return kSilu;
+}
 
 template <typename T, typename V>
-inline V activate(const V& z, int64_t activation) {
+inline V activate(const V& z, Activation activation) {
   const V zero = {};
   if (activation == kRelu2) {
     const V p = z > zero ? z : zero;
@@ -113,7 +146,7 @@ inline V activate(const V& z, int64_t activation) {
 
 // d activate(z) / dz
 template <typename T, typename V>
-inline V slope(const V& z, int64_t activation) {
+inline V slope(const V& z, Activation activation) {
   const V zero = {};
   if (activation == kRelu2) return z > zero ? T(2) * z : zero;
   if (activation == kRelu) return z > zero ? zero + T(1) : zero;
@@ -121,13 +154,15 @@ inline V slope(const V& z, int64_t activation) {
   return s * (T(1) + z * (T(1) - s));
 }
 
-// Rows [row_begin, row_end) of out (rows, B) (+)= sparse (rows x cols) @ dense (cols, B), rows given by CSR (crow,
-// col, values). Four partial sums per row keep four FMA chains in flight instead of one.
+// Rows [row_begin, row_end) of out (rows, B) (+)= w (rows x cols, CSR) @ dense (cols, B). Four partial sums per
+// row keep four FMA chains in flight instead of one.
 template <typename T>
-void csr_matmul(T* out, const int32_t* crow, const int32_t* col, const T* values, const T* dense, int64_t row_begin,
-                int64_t row_end, int64_t batch, bool accumulate) {
+void csr_matmul(T* out, const Csr<T>& w, const T* dense, int64_t row_begin, int64_t row_end, int64_t batch,
+                bool accumulate) {
   using V = typename Simd<T>::V;
   constexpr int64_t W = Simd<T>::kWidth;
+  const int32_t *crow = w.crow, *col = w.col;
+  const T* values = w.values;
   for (int64_t b0 = 0; b0 < batch; b0 += W) {
     const int64_t valid = std::min(W, batch - b0);
     const T* source = dense + b0;
@@ -162,32 +197,32 @@ struct Inputs {
   const T* at(int64_t t, int64_t b) const { return data + t * stride_t + b * stride_b; }
 };
 
-// beta (rows, B) += W @ x_t, with W given transposed (t_crow over the C inputs, t_col = rows): only nonzero inputs
-// are visited, each adding its column of synapses.
+// beta (rows, B) += W @ x_t, with W given transposed (by_source: rows = the C inputs, columns = branch rows): only
+// nonzero inputs are visited, each adding its column of synapses.
 template <typename T>
-void scatter_active_inputs(T* beta, const Inputs<T>& x, int64_t t, const int32_t* t_crow, const int32_t* t_col,
-                           const T* t_values, int64_t batch) {
+void scatter_active_inputs(T* beta, const Inputs<T>& x, int64_t t, const Csr<T>& by_source, int64_t batch) {
   for (int64_t b = 0; b < batch; ++b) {
     const T* x_tb = x.at(t, b);
     for (int64_t c = 0; c < x.n_inputs; ++c) {
       const T v = x_tb[c * x.stride_c];
       if (v == T(0)) continue;
-      for (int32_t e = t_crow[c]; e < t_crow[c + 1]; ++e) beta[int64_t(t_col[e]) * batch + b] += t_values[e] * v;
+      for (int32_t e = by_source.crow[c]; e < by_source.crow[c + 1]; ++e)
+        beta[int64_t(by_source.col[e]) * batch + b] += by_source.values[e] * v;
     }
   }
 }
 
-// grad_t[e] += sum_b x[c_e, t, b] * d_beta[row_e, b] for every synapse e (in transposed order), visiting only the
-// nonzero inputs: the feed-forward synapse gradient of one step.
+// grad.values[e] += sum_b x[c_e, t, b] * d_beta[row_e, b] for every synapse e of the transposed pattern `grad`,
+// visiting only the nonzero inputs: the feed-forward synapse gradient of one step.
 template <typename T>
-void gather_active_input_grads(T* grad_t, const T* d_beta, const Inputs<T>& x, int64_t t, const int32_t* t_crow,
-                               const int32_t* t_col, int64_t batch) {
+void gather_active_input_grads(const Csr<T>& grad, const T* d_beta, const Inputs<T>& x, int64_t t, int64_t batch) {
   for (int64_t b = 0; b < batch; ++b) {
     const T* x_tb = x.at(t, b);
     for (int64_t c = 0; c < x.n_inputs; ++c) {
       const T v = x_tb[c * x.stride_c];
       if (v == T(0)) continue;
-      for (int32_t e = t_crow[c]; e < t_crow[c + 1]; ++e) grad_t[e] += v * d_beta[int64_t(t_col[e]) * batch + b];
+      for (int32_t e = grad.crow[c]; e < grad.crow[c + 1]; ++e)
+        grad.values[e] += v * d_beta[int64_t(grad.col[e]) * batch + b];
     }
   }
 }
@@ -251,12 +286,6 @@ inline void matvec_transposed(V* out, const T* w, const V* g, int64_t n_out, int
   all_weighted_sums(out, w, static_cast<const T*>(nullptr), g, n_in, n_out, int64_t(1), n_in);
 }
 
-template <typename T>
-T* ptr(const torch::Tensor& t) {
-  TORCH_CHECK(t.is_contiguous(), "layer_scan expects contiguous tensors");
-  return t.data_ptr<T>();
-}
-
 // Element (n, f, k, b0) of a block buffer (N, F, K, B).
 struct BlockIndex {
   int64_t steps, batch;
@@ -300,7 +329,7 @@ void forward_block_impl(torch::Tensor h0, const std::vector<torch::Tensor>& zs, 
                         const c10::optional<torch::Tensor>& rec_keep, torch::Tensor kappa,
                         torch::Tensor gate_gain, torch::Tensor w_y, torch::Tensor bias,
                         const std::vector<torch::Tensor>& weights, const std::vector<torch::Tensor>& biases,
-                        int64_t activation, bool high_pass, bool rectify, double kappa_r_) {
+                        Activation activation, bool high_pass, bool rectify, double kappa_r_) {
   using V = typename Simd<T>::V;
   constexpr int64_t W = Simd<T>::kWidth;
   const int64_t N = h0.size(0), d_in = h0.size(1), K = h0.size(2), B = h0.size(3), d_m = m.size(1);
@@ -308,7 +337,8 @@ void forward_block_impl(torch::Tensor h0, const std::vector<torch::Tensor>& zs, 
   const BlockIndex at{K, B};
   const Mlp<T> mlp(weights, biases);
   const size_t n_layers = weights.size();
-  const bool recurrent = !rec.empty(), feed_forward = !ff.empty();
+  const Csr<T> rec_synapses(rec, 0), ff_synapses(ff, 1);  // ff_synapses: transposed where ff_sparse
+  const bool recurrent = bool(rec_synapses), feed_forward = bool(ff_synapses);
   const T kappa_r = static_cast<T>(kappa_r_);
 
   T *h0_p = ptr<T>(h0), *th_p = ptr<T>(th), *m_blk_p = ptr<T>(m_blk), *act_p = ptr<T>(activity);
@@ -328,12 +358,11 @@ void forward_block_impl(torch::Tensor h0, const std::vector<torch::Tensor>& zs, 
     T* a_next = act_p + (t + 1) * N * B;
     if (feed_forward && ff_sparse) {
       std::fill(beta.begin(), beta.end(), T(0));
-      scatter_active_inputs(beta.data(), Inputs<T>(ff[0]), t, ptr<int32_t>(ff[1]), ptr<int32_t>(ff[2]),
-                            ptr<T>(ff[3]), B);
+      scatter_active_inputs(beta.data(), Inputs<T>(ff[0]), t, ff_synapses, B);
     } else if (feed_forward) {
       const T* x_t = ptr<T>(ff[0]) + t * ff[0].size(1) * B;
       at::parallel_for(0, N * d_tree, grain * d_tree, [&](int64_t begin, int64_t end) {
-        csr_matmul(beta.data(), ptr<int32_t>(ff[1]), ptr<int32_t>(ff[2]), ptr<T>(ff[3]), x_t, begin, end, B, false);
+        csr_matmul(beta.data(), ff_synapses, x_t, begin, end, B, false);
       });
     }
     if (recurrent) {
@@ -343,8 +372,7 @@ void forward_block_impl(torch::Tensor h0, const std::vector<torch::Tensor>& zs, 
         source = a_in.data();
       }
       at::parallel_for(0, N * d_tree, grain * d_tree, [&](int64_t begin, int64_t end) {
-        csr_matmul(beta.data(), ptr<int32_t>(rec[0]), ptr<int32_t>(rec[1]), ptr<T>(rec[2]), source, begin, end, B,
-                   feed_forward);
+        csr_matmul(beta.data(), rec_synapses, source, begin, end, B, feed_forward);
       });
     }
     at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
@@ -408,7 +436,7 @@ void backward_block_impl(torch::Tensor grad_activity, torch::Tensor activity, in
                          const std::vector<torch::Tensor>& ff, bool ff_sparse,
                          const c10::optional<torch::Tensor>& rec_keep,
                          torch::Tensor kappa, torch::Tensor gate_gain, torch::Tensor w_y, torch::Tensor abs_scale,
-                         const std::vector<torch::Tensor>& weights_in, int64_t activation, bool high_pass,
+                         const std::vector<torch::Tensor>& weights_in, Activation activation, bool high_pass,
                          bool rectify, double kappa_r_) {
   using V = typename Simd<T>::V;
   constexpr int64_t W = Simd<T>::kWidth;
@@ -416,7 +444,9 @@ void backward_block_impl(torch::Tensor grad_activity, torch::Tensor activity, in
   const int64_t d_tree = d_in - d_m;
   const BlockIndex at{K, B};
   const Mlp<T> mlp(weights_in, {});
-  const bool recurrent = !rec_t.empty(), feed_forward = !ff.empty();
+  // ff_by_source: the transposed feed-forward pattern, its values the synapse gradient where ff_sparse
+  const Csr<T> rec_by_source(rec_t, 0), ff_by_source(ff, 1);
+  const bool recurrent = bool(rec_by_source), feed_forward = bool(ff_by_source);
   const T kappa_r = static_cast<T>(kappa_r_);
 
   const T *g_act_p = ptr<T>(grad_activity), *act_p = ptr<T>(activity), *th_p = ptr<T>(th);
@@ -481,20 +511,17 @@ void backward_block_impl(torch::Tensor grad_activity, torch::Tensor activity, in
       }
     });
     if (feed_forward && ff_sparse) {
-      gather_active_input_grads(ptr<T>(ff[3]), d_beta.data(), Inputs<T>(ff[0]), t, ptr<int32_t>(ff[1]),
-                                ptr<int32_t>(ff[2]), B);
-    } else if (feed_forward && ff[3].numel()) {  // gradient of the inputs, (C, B) at step t
-      const int64_t n_inputs = ff[3].size(1);
-      T* grad_x_t = ptr<T>(ff[3]) + t * n_inputs * B;
+      gather_active_input_grads(ff_by_source, d_beta.data(), Inputs<T>(ff[0]), t, B);
+    } else if (feed_forward) {  // gradient of the inputs, (C, B) at step t
+      const int64_t n_inputs = ff[0].size(1);
+      T* grad_x_t = ptr<T>(ff[0]) + t * n_inputs * B;
       at::parallel_for(0, n_inputs, grain, [&](int64_t begin, int64_t end) {
-        csr_matmul(grad_x_t, ptr<int32_t>(ff[0]), ptr<int32_t>(ff[1]), ptr<T>(ff[2]), d_beta.data(), begin, end, B,
-                   false);
+        csr_matmul(grad_x_t, ff_by_source, d_beta.data(), begin, end, B, false);
       });
     }
     if (recurrent) {  // gradient reaching a_{t-1} through the recurrent synapses
       at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
-        csr_matmul(da_rec_p, ptr<int32_t>(rec_t[0]), ptr<int32_t>(rec_t[1]), ptr<T>(rec_t[2]), d_beta.data(), begin,
-                   end, B, false);
+        csr_matmul(da_rec_p, rec_by_source, d_beta.data(), begin, end, B, false);
         if (keep_p)
           for (int64_t i = begin * B; i < end * B; ++i) da_rec_p[i] *= keep_p[i];
       });
@@ -604,14 +631,16 @@ inline void synapse_dots(T* grad, const int32_t* col, int32_t e, const T* d_beta
   for (int64_t s = 0; s < S; ++s) grad[e + s] += sum[s];
 }
 
-// Gradient of the values of a dense-input synapse pattern (`grads` = [crow, col, grad_values, sources]), rows of
-// neurons [begin, end): grad[e] += sum over the block's steps and batch of d_beta[row_e] * source[col_e]. d_beta is
-// the branch part of d_h0 (N, d_in, K, B); sources (T, C, B) are read from step t0 on, times keep (C, B) if given.
+// Gradient of the values of a dense-input synapse pattern (`grads` = step_kernels.PatternGrad: [crow, col,
+// grad_values, sources]), rows of neurons [begin, end): grad[e] += sum over the block's steps and batch of
+// d_beta[row_e] * source[col_e]. d_beta is the branch part of d_h0 (N, d_in, K, B); sources (T, C, B) are read from
+// step t0 on, times keep (C, B) if given.
 template <typename T>
 void accumulate_synapse_grads(const std::vector<torch::Tensor>& grads, const T* d_h0, int64_t d_in, int64_t d_tree,
                               int64_t K, int64_t B, int64_t t0, const T* keep, int64_t begin, int64_t end) {
-  const int32_t *crow = ptr<int32_t>(grads[0]), *col = ptr<int32_t>(grads[1]);
-  T* grad = ptr<T>(grads[2]);
+  const Csr<T> pattern(grads, 0);
+  const int32_t *crow = pattern.crow, *col = pattern.col;
+  T* grad = pattern.values;
   const int64_t n_sources = grads[3].size(1);
   const T* sources = ptr<T>(grads[3]) + t0 * n_sources * B;
   for (int64_t n = begin; n < end; ++n)
@@ -635,7 +664,7 @@ void weight_grads_block_impl(torch::Tensor h0, const std::vector<torch::Tensor>&
                              const std::vector<torch::Tensor>& grad_biases, torch::Tensor grad_w_y,
                              torch::Tensor grad_bias, const std::vector<torch::Tensor>& rec_grads,
                              const std::vector<torch::Tensor>& ff_grads, const c10::optional<torch::Tensor>& rec_keep,
-                             int64_t activation, double last_scale_) {
+                             Activation activation, double last_scale_) {
   using V = typename Simd<T>::V;
   constexpr int64_t W = Simd<T>::kWidth;
   const int64_t N = h0.size(0), d_in = h0.size(1), K = h0.size(2), B = h0.size(3), d_m = m_blk.size(1);
@@ -683,12 +712,12 @@ void forward_block(torch::Tensor h0, std::vector<torch::Tensor> zs, torch::Tenso
                    std::vector<torch::Tensor> rec, std::vector<torch::Tensor> ff, bool ff_sparse,
                    c10::optional<torch::Tensor> rec_keep, torch::Tensor kappa, torch::Tensor gate_gain,
                    torch::Tensor w_y, torch::Tensor bias, std::vector<torch::Tensor> weights,
-                   std::vector<torch::Tensor> biases, int64_t activation, bool high_pass, bool rectify,
+                   std::vector<torch::Tensor> biases, const std::string& activation, bool high_pass, bool rectify,
                    double kappa_r) {
   AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "elm_forward_block", [&] {
     forward_block_impl<scalar_t>(h0, zs, th, m_blk, activity, t0, m, r, abs_sum, rec, ff, ff_sparse,
-                                 rec_keep, kappa, gate_gain, w_y, bias, weights, biases, activation, high_pass,
-                                 rectify, kappa_r);
+                                 rec_keep, kappa, gate_gain, w_y, bias, weights, biases,
+                                 activation_named(activation), high_pass, rectify, kappa_r);
   });
 }
 
@@ -699,11 +728,12 @@ void backward_block(torch::Tensor grad_activity, torch::Tensor activity, int64_t
                     std::vector<torch::Tensor> rec_t, std::vector<torch::Tensor> ff, bool ff_sparse,
                     c10::optional<torch::Tensor> rec_keep, torch::Tensor kappa, torch::Tensor gate_gain,
                     torch::Tensor w_y, torch::Tensor abs_scale, std::vector<torch::Tensor> weights_in,
-                    int64_t activation, bool high_pass, bool rectify, double kappa_r) {
+                    const std::string& activation, bool high_pass, bool rectify, double kappa_r) {
   AT_DISPATCH_FLOATING_TYPES(d_h0.scalar_type(), "elm_backward_block", [&] {
     backward_block_impl<scalar_t>(grad_activity, activity, t0, th, zs, d_h0, d_zs, d_delta, d_y, d_pre, d_m_total,
                                   dm, dr, da_rec, rec_t, ff, ff_sparse, rec_keep, kappa, gate_gain,
-                                  w_y, abs_scale, weights_in, activation, high_pass, rectify, kappa_r);
+                                  w_y, abs_scale, weights_in, activation_named(activation), high_pass, rectify,
+                                  kappa_r);
   });
 }
 
@@ -712,10 +742,12 @@ void weight_grads_block(torch::Tensor h0, std::vector<torch::Tensor> zs, std::ve
                         torch::Tensor d_pre, int64_t t0, std::vector<torch::Tensor> grad_weights,
                         std::vector<torch::Tensor> grad_biases, torch::Tensor grad_w_y, torch::Tensor grad_bias,
                         std::vector<torch::Tensor> rec_grads, std::vector<torch::Tensor> ff_grads,
-                        c10::optional<torch::Tensor> rec_keep, int64_t activation, double last_scale) {
+                        c10::optional<torch::Tensor> rec_keep, const std::string& activation,
+                        double last_scale) {
   AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "elm_weight_grads_block", [&] {
     weight_grads_block_impl<scalar_t>(h0, zs, d_zs, d_h0, d_delta, m_blk, d_y, d_pre, t0, grad_weights, grad_biases,
-                                      grad_w_y, grad_bias, rec_grads, ff_grads, rec_keep, activation, last_scale);
+                                      grad_w_y, grad_bias, rec_grads, ff_grads, rec_keep, activation_named(activation),
+                                      last_scale);
   });
 }
 

@@ -1,20 +1,16 @@
-"""The fast path (fast_ops.LayerScan with its hand-written backward) equals the plain per-neuron reference:
-outputs, regulariser terms, every parameter's gradient and the gradient of a carried-in state — with the C++ step
-loops and with the torch-ops loops, for dense inputs and for sparse ones (scattered from the nonzero inputs)."""
+"""The fast path (fast_ops.LayerScan with its hand-written backward) equals the model's plain step
+(ELMLayer.step, run by ELMNetwork(cfg, fast=False)): outputs, regulariser terms, every parameter's gradient and the
+gradient of a carried-in state — with the C++ step loops and with the torch-ops loops, for dense inputs and for
+sparse ones (scattered from the nonzero inputs)."""
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from elm_core import fast_ops
-from elm_core.step_kernels import STALE_BUILD_LOCK_S, TorchSteps, _remove_stale_build_lock, cpu_kernel
-from elm_core.model import ELMConfig, ELMNetwork, ELMState, LayerState, _variational_mask
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from reference_elm import neuron_step  # noqa: E402
+from elm_core.model import ELMConfig, ELMNetwork, ELMState, LayerState
+from elm_core.step_kernels import STALE_BUILD_LOCK_S, SparseInputs, TorchSteps, _remove_stale_build_lock, cpu_kernel
 
 MASK_SEED = 1234
 
@@ -26,40 +22,9 @@ def small_config(**changes) -> ELMConfig:
     return ELMConfig(**base)
 
 
-def reference_run(net: ELMNetwork, x: torch.Tensor, state: ELMState):
-    """Per-neuron loop with the fast path's dropout masks (same seed, same draw order) and its regulariser terms."""
-    emb = net.embed(x)  # (B, T, C)
-    batch, steps, n_in = emb.shape
-    cfg = net.cfg
-    torch.manual_seed(MASK_SEED)
-    in_keep = rec_keep = None
-    if net.training and cfg.input_dropout > 0:
-        in_keep = _variational_mask(n_in, batch, cfg.input_dropout, emb).T  # (B, C)
-    if net.training and cfg.recurrent_dropout > 0:
-        rec_keep = _variational_mask(net.hidden.n, batch, cfg.recurrent_dropout, emb).T  # (B, N)
-    layers = (net.hidden, net.readout)
-    m = [[s.m[i].T for i in range(layer.n)] for layer, s in zip(layers, state)]
-    r = [[s.r[i] for i in range(layer.n)] for layer, s in zip(layers, state)]
-    a = [s.a.T for s in state]  # (B, n) per layer
-    logits, abs_delta, activity = [], torch.zeros(net.hidden.n), []
-    for t in range(steps):
-        x_t = emb[:, t] if in_keep is None else emb[:, t] * in_keep
-        a_rec = a[0] if rec_keep is None else a[0] * rec_keep
-        sources = (torch.cat((x_t, a_rec), dim=1), None)
-        for k, layer in enumerate(layers):
-            z = sources[0] if k == 0 else a[0]  # the readout reads the hidden layer's current activity
-            outs = []
-            for i in range(layer.n):
-                m[k][i], r[k][i], a_i, delta = neuron_step(layer, i, z, m[k][i], r[k][i])
-                outs.append(a_i)
-                if k == 0:
-                    abs_delta = abs_delta.index_add(0, torch.tensor([i]), delta.abs().mean().view(1))
-            a[k] = torch.stack(outs, dim=1)
-        activity.append(a[0])
-        logits.append(net.output(a[1]))
-    final = ELMState(*(LayerState(torch.stack(m[k], 0).transpose(1, 2), torch.stack(r[k], 0), a[k].T)
-                       for k in range(2)))
-    return torch.stack(logits, 1), final, abs_delta / steps, torch.stack(activity).mean()
+def fast_and_reference(cfg: ELMConfig) -> tuple[ELMNetwork, ELMNetwork]:
+    """Two networks with the same parameters and wiring: one on the fast path, one on the plain step."""
+    return ELMNetwork(cfg).train(), ELMNetwork(cfg, fast=False).train()
 
 
 def carried_state(net: ELMNetwork, batch: int) -> ELMState:
@@ -106,9 +71,9 @@ class RecordingSteps:
     def __init__(self, steps):
         self.steps, self.ff_sparse = steps, []
 
-    def forward_block(self, *args):
-        self.ff_sparse.append(args[11])
-        self.steps.forward_block(*args)
+    def forward_block(self, block, chunk, sources, weights, neuron):
+        self.ff_sparse.append(isinstance(sources.ff, SparseInputs))
+        self.steps.forward_block(block, chunk, sources, weights, neuron)
 
     def __getattr__(self, name):
         return getattr(self.steps, name)
@@ -125,7 +90,6 @@ def built_cpp_steps():
 def step_loops(request, monkeypatch) -> RecordingSteps:
     recording = RecordingSteps(built_cpp_steps() if request.param == "cpp" else TorchSteps)
     monkeypatch.setattr(fast_ops, "steps_for", lambda device: recording)
-    monkeypatch.setattr(fast_ops, "TorchSteps", recording if request.param == "torch" else TorchSteps)
     return recording
 
 
@@ -143,19 +107,20 @@ def chunk_inputs(kind: str, cfg: ELMConfig, batch: int, steps: int) -> torch.Ten
 @pytest.mark.parametrize("changes", CASES)
 def test_fast_path_outputs_and_every_gradient_equal_the_reference(changes, inputs, step_loops):
     cfg = small_config(**changes, **({"n_input": 40} if inputs == "sparse" else {}))
-    fast_net, slow_net = ELMNetwork(cfg).train(), ELMNetwork(cfg).train()
+    fast_net, slow_net = fast_and_reference(cfg)
     x = chunk_inputs(inputs, cfg, 3, 7)
-    fast_state, slow_state = carried_state(fast_net, 3), carried_state(slow_net, 3)
+    fast_state, slow_state = carried_state(fast_net, 3), carried_state(fast_net, 3)
 
-    torch.manual_seed(MASK_SEED)
+    torch.manual_seed(MASK_SEED)  # both draw the same dropout masks
     fast = fast_net(x, fast_state)
-    slow = reference_run(slow_net, x, slow_state)
+    torch.manual_seed(MASK_SEED)
+    slow = slow_net(x, slow_state)
     scattered = inputs == "sparse" and step_loops.steps is not TorchSteps and fast_net.hidden.ff.nnz > 0
     assert step_loops.ff_sparse[0] == scattered
-    assert_close_relative(fast.logits, slow[0], "logits")
-    assert_close_relative(fast.mlp_out_abs, slow[2], "mlp_out_abs")
-    assert_close_relative(fast.activity, slow[3], "activity")
-    for layer_fast, layer_slow in zip(fast.state, slow[1]):
+    assert_close_relative(fast.logits, slow.logits, "logits")
+    assert_close_relative(fast.mlp_out_abs, slow.mlp_out_abs, "mlp_out_abs")
+    assert_close_relative(fast.activity, slow.activity, "activity")
+    for layer_fast, layer_slow in zip(fast.state, slow.state):
         for a, b in zip(layer_fast, layer_slow):
             assert_close_relative(a, b, "carried-out state")
 
@@ -175,13 +140,13 @@ def test_fast_path_outputs_and_every_gradient_equal_the_reference(changes, input
 def test_long_chunk_spans_several_weight_gradient_blocks(inputs, step_loops):
     """T*B above the block size: blocks must hand the state and its gradient over exactly."""
     cfg = small_config(l_mlp=2, rho_rec=0.7, **({"n_input": 40} if inputs == "sparse" else {}))
-    fast_net, slow_net = ELMNetwork(cfg), ELMNetwork(cfg)
+    fast_net, slow_net = fast_and_reference(cfg)
     x = chunk_inputs(inputs, cfg, 2, 140)  # 2 x 140 = 280 rows: three blocks of WEIGHT_GRAD_ROWS = 128
     fast = fast_net(x)
-    slow = reference_run(slow_net, x, slow_net.initial_state(2))
-    assert_close_relative(fast.logits, slow[0], "logits")
+    slow = slow_net(x)
+    assert_close_relative(fast.logits, slow.logits, "logits")
     fast.logits.sum().backward()
-    slow[0].sum().backward()
+    slow.logits.sum().backward()
     slow_params = dict(slow_net.named_parameters())
     for name, p in fast_net.named_parameters():
         assert_close_relative(p.grad, slow_params[name].grad, name)
