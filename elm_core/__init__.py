@@ -1,9 +1,9 @@
 """PyTorch ELM Network, parameter accounting, budget solver, datasets and trainer (torch/numpy only)."""
 
 from .model import ELMConfig, ELMNetwork, ELMOutput, ELMState
-from .params import Allocation, BudgetError, ParameterCount, count_parameters, feasible_values, solve_allocation
+from .params import Allocation, BudgetError, ParameterCount, count_parameters, solve_allocation
 
 __all__ = [
     "Allocation", "BudgetError", "ELMConfig", "ELMNetwork", "ELMOutput", "ELMState", "ParameterCount",
-    "count_parameters", "feasible_values", "solve_allocation",
+    "count_parameters", "solve_allocation",
 ]

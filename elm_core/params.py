@@ -89,18 +89,5 @@ def solve_allocation(
     return Allocation(config=cfg, budget=budget, params=count_parameters(cfg))
 
 
-def feasible_values(budget: float, base_cfg: ELMConfig, axis: str, candidates, min_hidden: int = 1) -> list:
-    """The candidate values of one axis for which a network with at least min_hidden neurons fits the budget."""
-    feasible = []
-    for value in candidates:
-        try:
-            allocation = solve_allocation(budget, base_cfg, **{axis: value})
-        except BudgetError:
-            continue
-        if allocation.config.n_hidden >= min_hidden:
-            feasible.append(value)
-    return feasible
-
-
 def _describe(axis_values: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in axis_values.items()) or "the base config"

@@ -3,7 +3,7 @@
 import pytest
 
 from elm_core.model import ELMConfig
-from elm_core.params import BudgetError, count_parameters, feasible_values, solve_allocation
+from elm_core.params import BudgetError, count_parameters, solve_allocation
 
 BASE = ELMConfig()
 
@@ -44,8 +44,3 @@ def test_several_axes_at_once():
 def test_infeasible_budget_names_the_axes_and_the_minimum():
     with pytest.raises(BudgetError, match=r"d_m=100.*N=1 already needs"):
         solve_allocation(1e4, BASE, d_m=100)
-
-
-def test_feasible_values_drop_what_does_not_fit():
-    values = feasible_values(4e5, BASE, "d_m", [2, 5, 15, 50, 100], min_hidden=20)
-    assert values == [2, 5, 15]  # d_m=50 leaves room for 10 neurons, d_m=100 for 3
