@@ -10,7 +10,7 @@ SWEEP ?= sweeps/quickstart.yaml
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test bench clean
+.PHONY: install quickstart lint test bench clean
 
 install: $(STAMP)
 
@@ -26,7 +26,13 @@ $(STAMP): pyproject.toml Makefile
 quickstart: install
 	$(BIN)/orchestrator submit $(SWEEP)
 
-test: install
+# The habits CI keeps: ruff, the import contracts of DESIGN.md's arrows (pyproject [tool.importlinter]), mypy.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -4,7 +4,11 @@ from analysis.fitting import Estimate, FitError
 from analysis.frontier import aggregate_seeds, frontier, frontier_kind, pareto_frontier, per_budget_optimum
 from analysis.optimum import BudgetOptima, LocatedOptimum, locate_optima
 from analysis.scaling import (
-    AllocationLawFit, FrontierLawFit, fit_allocation_law, fit_allocation_laws, fit_frontier_law,
+    AllocationLawFit,
+    FrontierLawFit,
+    fit_allocation_law,
+    fit_allocation_laws,
+    fit_frontier_law,
 )
 from analysis.suggest import suggest_next_sweep
 from analysis.surface import AllocationPrediction, SurfaceFit, fit_surface, predict_allocation
@@ -13,6 +17,7 @@ from analysis.tradeoff import TradeoffFit, fit_tradeoff, predict_tradeoff_alloca
 __all__ = [
     "AllocationLawFit", "AllocationPrediction", "BudgetOptima", "Estimate", "FitError", "FrontierLawFit", "SurfaceFit",
     "TradeoffFit", "aggregate_seeds", "fit_allocation_law", "fit_allocation_laws", "fit_frontier_law",
-    "fit_surface", "fit_tradeoff", "frontier", "frontier_kind", "LocatedOptimum", "locate_optima", "pareto_frontier", "per_budget_optimum", "predict_allocation",
+    "fit_surface", "fit_tradeoff", "frontier", "frontier_kind", "LocatedOptimum", "locate_optima", "pareto_frontier",
+    "per_budget_optimum", "predict_allocation",
     "predict_tradeoff_allocation", "suggest_next_sweep",
 ]

@@ -17,7 +17,12 @@ from analysis.frontier import frontier_kind
 from analysis.optimum import BudgetOptima, locate_optima
 from analysis.scaling import FRONTIER_LAW_PARAMS, fit_allocation_laws, fit_frontier_law
 from analysis.surface import (
-    SURFACE_PARAMS, CostModel, budget_path, fit_surface, predict_allocation, surface_metric,
+    SURFACE_PARAMS,
+    CostModel,
+    budget_path,
+    fit_surface,
+    predict_allocation,
+    surface_metric,
 )
 from analysis.tradeoff import TRADEOFF_PARAMS, fit_tradeoff, predict_tradeoff_allocation, tradeoff_metric
 
@@ -71,7 +76,9 @@ class LawReport(JsonResult):
 def fit_law(trials: pd.DataFrame, law: str, metric: str, mode: str, budget: float | None = None,
             frontier: str = "auto", optima: BudgetOptima | None = None, config_columns: Sequence[str] | None = None,
             n_bootstrap: int = 200, seed: int = 0) -> LawReport:
-    """Fit one of LAWS to the trials (metric in column `metric`); with `budget`, predict there. FitError if it cannot."""
+    """Fit one of LAWS to the trials (metric in column `metric`); with `budget`, predict there.
+
+    FitError if it cannot."""
     if law not in LAWS:
         raise FitError(f"law must be one of {', '.join(LAWS)}, got {law!r}")
     if budget is not None and not (np.isfinite(budget) and budget > 0):

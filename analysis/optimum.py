@@ -15,8 +15,16 @@ import numpy as np
 import pandas as pd
 
 from analysis.fitting import (
-    Estimate, FitError, JsonResult, blas_single_threaded, check_mode, finite_rows, group_codes, group_means,
-    percentile_interval, snapshot_hash,
+    Estimate,
+    FitError,
+    JsonResult,
+    blas_single_threaded,
+    check_mode,
+    finite_rows,
+    group_codes,
+    group_means,
+    percentile_interval,
+    snapshot_hash,
 )
 from analysis.frontier import config_columns_of, metric_key
 
@@ -225,7 +233,8 @@ def _located(profile: _Profile, seed_values: list[np.ndarray], sign: float, n_bo
     # Resampling each allocation's own 2-3 seeds instead gives intervals whose width is as noisy as those few
     # seeds: they held the true optimum only ~85 % of the time on synthetic sweeps.
     i = int(np.argmin(key))
-    near_best = seed_values[max(0, i - WINDOW):i + WINDOW + 1]  # noise often grows with the metric: pool where it counts
+    # noise often grows with the metric: pool where it counts
+    near_best = seed_values[max(0, i - WINDOW):i + WINDOW + 1]
     if np.isfinite(scale := _pooled_seed_scale(near_best)):
         interval = "seeds"
     elif np.isfinite(scale := _residual_scale(t, key, weights)):

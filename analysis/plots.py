@@ -11,9 +11,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; the API and CLI run without a display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from analysis.frontier import aggregate_seeds, frontier, per_budget_optimum  # noqa: E402
 from analysis.laws import LawReport  # noqa: E402

@@ -9,9 +9,24 @@ import numpy as np
 import pandas as pd
 
 from analysis.fitting import (
-    HUBER_DELTA, Estimate, FitError, JsonResult, blas_single_threaded, check_interior,
-    check_mode, estimates_from, finite_rows, group_codes, group_means, huber, multistart_lbfgs,
-    percentile_interval, r_squared, refit_from, safe_log, snapshot_hash,
+    HUBER_DELTA,
+    Estimate,
+    FitError,
+    JsonResult,
+    blas_single_threaded,
+    check_interior,
+    check_mode,
+    estimates_from,
+    finite_rows,
+    group_codes,
+    group_means,
+    huber,
+    multistart_lbfgs,
+    percentile_interval,
+    r_squared,
+    refit_from,
+    safe_log,
+    snapshot_hash,
 )
 from analysis.frontier import config_columns_of, frontier_kind, frontier_mask, metric_key
 from analysis.optimum import ALLOCATION_VALUES, BudgetOptima, locate_optima
@@ -177,7 +192,8 @@ def _enough_points(cost: np.ndarray, metric: np.ndarray) -> bool:
 
 def _pareto_points(rows: pd.DataFrame, metric: str, mode: str, cost: str, columns: list[str], n_bootstrap: int,
                    seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """Strict Pareto frontier (cost, metric) of the (seed-averaged) allocations, and of bootstrap resamples of trials."""
+    """Strict Pareto frontier (cost, metric) of the (seed-averaged) allocations, and of bootstrap resamples of
+    trials."""
     codes, configs = group_codes(rows, columns) if columns else (np.arange(len(rows)), rows)
     values = rows[metric].to_numpy(dtype=float)
     group_cost = configs[cost].to_numpy(dtype=float)
@@ -194,7 +210,9 @@ def _pareto_points(rows: pd.DataFrame, metric: str, mode: str, cost: str, column
     if n_bootstrap < 1:
         raise FitError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
     rng = np.random.default_rng(seed + 1)
-    return front_cost, front_metric, [frontier_points(rng.integers(0, len(rows), len(rows))) for _ in range(n_bootstrap)]
+    return front_cost, front_metric, [
+        frontier_points(rng.integers(0, len(rows), len(rows))) for _ in range(n_bootstrap)
+    ]
 
 
 def _check_law_data(x: np.ndarray, y: np.ndarray, metric: str, points: str) -> None:
@@ -289,7 +307,8 @@ def fit_allocation_law(
 
 
 def fit_allocation_laws(df: pd.DataFrame, metric: str, mode: str,
-                        columns: Sequence[str] = ("n_hidden", "k_e", "d_m"), config_columns: Sequence[str] | None = None,
+                        columns: Sequence[str] = ("n_hidden", "k_e", "d_m"),
+                        config_columns: Sequence[str] | None = None,
                         optima: BudgetOptima | None = None, n_bootstrap: int = N_BOOTSTRAP,
                         seed: int = 0) -> dict[str, AllocationLawFit]:
     """N*(P), k_e*(P), d_m*(P) (or the given columns) as power laws, from one location of the optima."""

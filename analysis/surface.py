@@ -10,13 +10,31 @@ import pandas as pd
 from scipy.optimize import brentq
 
 from analysis.fitting import (
-    HUBER_DELTA, Estimate, FitError, JsonResult, blas_single_threaded, bootstrap_refits, check_interior,
-    check_mode, estimates_from, finite_rows, group_codes, group_means, multistart_lbfgs, percentile_interval,
-    r_squared, refit_from, snapshot_hash,
+    HUBER_DELTA,
+    Estimate,
+    FitError,
+    JsonResult,
+    blas_single_threaded,
+    bootstrap_refits,
+    check_interior,
+    check_mode,
+    estimates_from,
+    finite_rows,
+    group_codes,
+    group_means,
+    multistart_lbfgs,
+    percentile_interval,
+    r_squared,
+    refit_from,
+    snapshot_hash,
 )
 from analysis.frontier import config_columns_of
 from analysis.scaling import (
-    N_BOOTSTRAP, N_STARTS, power_sum_loss, power_sum_names, power_sum_setup,
+    N_BOOTSTRAP,
+    N_STARTS,
+    power_sum_loss,
+    power_sum_names,
+    power_sum_setup,
 )
 
 SURFACE_PARAMS = ("E", "A", "a", "B", "b")

@@ -10,8 +10,19 @@ import numpy as np
 import pandas as pd
 
 from analysis.fitting import (
-    Estimate, FitError, JsonResult, blas_single_threaded, bootstrap_refits, check_mode,
-    estimates_from, finite_rows, group_codes, group_means, multistart_lbfgs, parameters_at_bounds, refit_from,
+    Estimate,
+    FitError,
+    JsonResult,
+    blas_single_threaded,
+    bootstrap_refits,
+    check_mode,
+    estimates_from,
+    finite_rows,
+    group_codes,
+    group_means,
+    multistart_lbfgs,
+    parameters_at_bounds,
+    refit_from,
     snapshot_hash,
 )
 from analysis.frontier import config_columns_of

@@ -46,7 +46,8 @@ def create_app(store: ResultsStore | None = None, settings: ApiSettings | None =
     app.state.settings = settings
     app.state.frames = SweepFrames(active_store)
     install_error_handlers(app)
-    for router in (sweeps.router, analysis.router, export.router, trials.router, feed.router, ingest.router, health.router):
+    for router in (sweeps.router, analysis.router, export.router, trials.router, feed.router, ingest.router,
+                   health.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(dashboard.router)
     return app

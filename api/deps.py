@@ -1,4 +1,4 @@
-"""Dependencies injected into the routes: the store, the settings, cached frames, and token checks."""
+"""Dependencies injected into the routes: the store, the settings, cached frames, the named sweep, and token checks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.frames import SweepFrames
+from api.routers.common import SweepName
 from api.settings import ApiSettings
-from resultsdb import ResultsStore
+from resultsdb import ResultsStore, SweepInfo
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -32,6 +33,14 @@ def get_frames(request: Request) -> SweepFrames:
 Store = Annotated[ResultsStore, Depends(get_store)]
 Frames = Annotated[SweepFrames, Depends(get_frames)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def get_sweep(name: SweepName, store: Store) -> SweepInfo:
+    """The sweep of the path's `name` (404 when there is none)."""
+    return store.find_sweep(name)
+
+
+SweepDep = Annotated[SweepInfo, Depends(get_sweep)]
 
 
 def _token_name(store: ResultsStore, credentials: HTTPAuthorizationCredentials | None) -> str:

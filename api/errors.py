@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import exc
 
 from analysis import FitError
-from resultsdb import ConflictError, DatabaseUnavailable, NotFound
+from resultsdb import ConflictError, DatabaseUnavailable, InvalidQuery, NotFound
 
 
 class ErrorDetail(BaseModel):
@@ -45,7 +45,8 @@ def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map the store's and analysis' exceptions to 4xx/503 answers; bad input never becomes a 500."""
+    """Map the domain errors of the store, the filters and analysis to 4xx/503 answers; bad input never
+    becomes a 500."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -54,6 +55,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, error: NotFound) -> JSONResponse:
         return _error(404, str(error))
+
+    @app.exception_handler(InvalidQuery)
+    async def invalid_query(_request: Request, error: InvalidQuery) -> JSONResponse:
+        return _error(422, str(error))
 
     @app.exception_handler(ConflictError)
     async def conflict(_request: Request, error: ConflictError) -> JSONResponse:

@@ -1,4 +1,8 @@
-"""Query-string filters of the trials endpoint: `?d_m=2,4,8&budget=1e5..1e6&status=completed&bpc.best=..1.5`."""
+"""Query-string filters of the trials endpoint: `?d_m=2,4,8&budget=1e5..1e6&status=completed&bpc.best=..1.5`.
+
+A filter the parser refuses raises resultsdb's InvalidQuery, as the store does for a field it does not know;
+api/errors.py answers both with 422.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from fastapi import HTTPException
-
-from resultsdb import Range, TrialStatus
-from resultsdb.models import ALLOCATION_COLUMNS
-from resultsdb.queries import SUMMARY_STATS
+from resultsdb import ALLOCATION_COLUMNS, SUMMARY_STATS, InvalidQuery, Range, TrialStatus
 
 FLOAT_COLUMNS = frozenset({"rho_rec"})
 SWEEP_METRIC_ALIAS = "metric"
@@ -43,21 +43,21 @@ def _number(field: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise HTTPException(422, f"filter {field}: {text!r} is not a number") from None
+        raise InvalidQuery(f"filter {field}: {text!r} is not a number") from None
     if not math.isfinite(value):
-        raise HTTPException(422, f"filter {field}: {text!r} is not a finite number")
+        raise InvalidQuery(f"filter {field}: {text!r} is not a finite number")
     return value
 
 
 def _value(field: str, text: str) -> Any:
     if field == "status":
         if text not in set(TrialStatus):
-            raise HTTPException(422, f"filter status: {text!r} is not one of {', '.join(TrialStatus)}")
-        return text
+            raise InvalidQuery(f"filter status: {text!r} is not one of {', '.join(TrialStatus)}")
+        return TrialStatus(text)
     value = _number(field, text)
     if field in ALLOCATION_COLUMNS and field not in FLOAT_COLUMNS:
         if not value.is_integer():
-            raise HTTPException(422, f"filter {field}: {text!r} is not an integer")
+            raise InvalidQuery(f"filter {field}: {text!r} is not an integer")
         return int(value)
     return value
 
@@ -67,10 +67,10 @@ def parse_condition(field: str, text: str) -> Range | set[Any] | Any:
     text = text.strip()
     if ".." in text:
         if field == "status":
-            raise HTTPException(422, "filter status: ranges apply to numeric fields only")
+            raise InvalidQuery("filter status: ranges apply to numeric fields only")
         low, _, high = (part.strip() for part in text.partition(".."))
         if not low and not high:
-            raise HTTPException(422, f"filter {field}: range {text!r} has no bound")
+            raise InvalidQuery(f"filter {field}: range {text!r} has no bound")
         return Range(_number(field, low) if low else None, _number(field, high) if high else None)
     if "," in text:
         return {_value(field, part.strip()) for part in text.split(",")}
@@ -84,12 +84,12 @@ def parse_filters(params: Iterable[tuple[str, str]], reserved: set[str], sweep_m
         if field in reserved:
             continue
         if not is_filter_field(field):
-            raise HTTPException(
-                422, f"unknown query parameter {field!r}: not a filter field (allocation column, status, <metric>.<stat>)"
+            raise InvalidQuery(
+                f"unknown query parameter {field!r}: not a filter field (allocation column, status, <metric>.<stat>)"
             )
         resolved = resolve_field(field, sweep_metric)
         if resolved in where:
-            raise HTTPException(422, f"filter {field} is given twice; use a set (a,b) or a range (a..b)")
+            raise InvalidQuery(f"filter {field} is given twice; use a set (a,b) or a range (a..b)")
         where[resolved] = parse_condition(field, text)
     return where
 

@@ -1,7 +1,7 @@
 """Metric frames of sweeps, and analyses of them, kept between requests until the sweep's event feed moves on.
 
 Every change to a sweep's trials or results appends an event (resultsdb's contract), so a frame
-built after event E is current while the sweep has no event newer than E: one indexed query per
+built after event E is current while the sweep's newest event is E: one indexed read (max id) per
 request instead of reloading every trial's summary and recomputing the analysis.
 """
 
@@ -13,36 +13,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import pandas as pd
+from resultsdb import MetricFrame, ResultsStore
 
-from resultsdb import ResultsStore
-from resultsdb.frames import metric_frame
-
-MetricFrame = tuple[pd.DataFrame, str, str]  # (trials with a "metric" column, metric name, mode)
 Derived = TypeVar("Derived")
-
-
-def latest_event_id(store: ResultsStore, sweep: str, after: int = 0) -> int:
-    """Id of the sweep's newest event (`after` if none is newer).
-
-    The store offers only "events after id X, oldest first", so this gallops forward and then
-    bisects: O(log n) single-row queries, and one when nothing happened since `after`.
-    """
-    newest = after  # an event id of the sweep (or `after`); later ones may exist
-    found = store.events_since(newest, sweep=sweep, limit=1)
-    if not found:
-        return newest
-    newest, step = found[0].id, 1
-    while found := store.events_since(newest + step, sweep=sweep, limit=1):
-        newest, step = found[0].id, step * 2
-    nothing_after = newest + step
-    while newest < nothing_after:
-        middle = (newest + nothing_after) // 2
-        if found := store.events_since(middle, sweep=sweep, limit=1):
-            newest = found[0].id
-        else:
-            nothing_after = middle
-    return newest
 
 
 @dataclass
@@ -53,7 +26,7 @@ class _Entry:
 
 
 class SweepFrames:
-    """resultsdb.frames.metric_frame per (sweep, metric), cached (LRU) and checked against the feed."""
+    """ResultsStore.metric_frame per (sweep, metric), cached (LRU) and checked against the feed."""
 
     def __init__(self, store: ResultsStore, capacity: int = 32) -> None:
         self._store = store
@@ -62,7 +35,7 @@ class SweepFrames:
         self._lock = threading.Lock()
 
     def metric_frame(self, sweep: str, metric: str | None = None) -> MetricFrame:
-        """Like resultsdb.frames.metric_frame; the returned frame is shared, so callers must not modify it."""
+        """Like ResultsStore.metric_frame; the returned frame is shared, so callers must not modify it."""
         return self._current(sweep, metric).frame
 
     def derived(
@@ -83,16 +56,14 @@ class SweepFrames:
 
     def _current(self, sweep: str, metric: str | None) -> _Entry:
         key = (sweep, metric)
+        # The mark is taken before the read: a write that lands in between makes the next request rebuild.
+        mark = self._store.last_event_id(sweep)
         with self._lock:
             entry = self._entries.get(key)
-        after = entry.built_after_event if entry else 0
-        if entry is not None and not self._store.events_since(after, sweep=sweep, limit=1):
-            with self._lock:
+            if entry is not None and entry.built_after_event == mark:
                 self._entries.move_to_end(key)
-            return entry
-        # The mark is taken before the read: a write that lands in between makes the next request rebuild.
-        mark = latest_event_id(self._store, sweep, after)
-        entry = _Entry(mark, metric_frame(self._store, sweep, metric))
+                return entry
+        entry = _Entry(mark, self._store.metric_frame(sweep, metric))
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)

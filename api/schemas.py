@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from resultsdb.ids import canonical_json
+from resultsdb import FINISHED_TRIAL_STATUSES, MetricMode, SweepStatus, TrialStatus, canonical_json
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -17,6 +17,7 @@ PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 MetricName = Annotated[str, Field(min_length=1, max_length=100, pattern=PRINTABLE)]
 Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+FinishedStatus = Literal[*sorted(status.value for status in FINISHED_TRIAL_STATUSES)]
 
 
 # Sweeps
@@ -26,16 +27,18 @@ class SweepOut(BaseModel):
     name: str
     task: str
     metric: str
-    mode: str
+    mode: MetricMode
     metric_modes: dict[str, str]
-    status: str
+    status: SweepStatus
     code_version: str | None
     created_at: datetime
     finished_at: datetime | None
-    trial_counts: dict[str, int] = Field(description="Trials by status")
+    trial_counts: dict[TrialStatus, int] = Field(description="Trials by status")
     trials_total: int
     progress: float = Field(description="Fraction of trials that finished (completed, failed or stopped early)")
-    best: float | None = Field(description="Best value of the sweep's metric over its trials (final, else best reported)")
+    best: float | None = Field(
+        description="Best value of the sweep's metric over its trials (final, else best reported)"
+    )
     budgets: list[int] = Field(description="Distinct parameter budgets of the sweep's trials")
 
 
@@ -54,6 +57,8 @@ class TrialPageOut(BaseModel):
 
 
 class MetricSummaryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     last: float | None = None
     last_step: int | None = None
     min: float | None = None
@@ -78,9 +83,11 @@ class AllocationOut(BaseModel):
 
 
 class TrialOut(AllocationOut):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     sweep: str
-    status: str
+    status: TrialStatus
     seed: int
     attempts: int
     error: str | None
@@ -95,6 +102,8 @@ class TrialOut(AllocationOut):
 
 
 class SeriesPointOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     step: int
     value: float | None
     wall_time: float
@@ -127,7 +136,8 @@ class FrontierOut(BaseModel):
     metric: str
     mode: str
     kind: Literal["per_budget", "pareto"] = Field(
-        description="per_budget: each budget's best allocation (a fixed-budget sweep); pareto: strict Pareto set over cost"
+        description="per_budget: each budget's best allocation (a fixed-budget sweep); pareto: strict Pareto set "
+                    "over cost"
     )
     cost: str = Field(description="The cost axis: 'budget' for a per-budget frontier")
     aggregate_seeds: bool
@@ -142,7 +152,9 @@ class OptimumChoice(AllocationOut):
 
 class EstimateOut(BaseModel):
     value: float | None
-    ci_low: float | None = Field(description="95 % bootstrap interval; null where it is open (beyond the grid) or unknown")
+    ci_low: float | None = Field(
+        description="95 % bootstrap interval; null where it is open (beyond the grid) or unknown"
+    )
     ci_high: float | None
 
 
@@ -208,7 +220,9 @@ class LawOut(BaseModel):
     formula: str
     fitted_on: str
     parameters: dict[str, EstimateOut]
-    undetermined: list[str] = Field(description="Parameters the data leave undetermined, reported on their search bound")
+    undetermined: list[str] = Field(
+        description="Parameters the data leave undetermined, reported on their search bound"
+    )
     quality: dict[str, float | None] = Field(description="r_squared, or pearson_r for the tradeoff model")
     n_trials: int
     n_bootstrap: int
@@ -232,6 +246,8 @@ class LawsOut(BaseModel):
 
 class EventOut(BaseModel):
     """The `data:` of one Server-Sent Event; its `id:` is the event id and its `event:` the kind."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: int
     created_at: datetime
@@ -262,9 +278,10 @@ class IngestRow(BaseModel):
     params_total: Annotated[int, Field(ge=0, le=INT64_MAX)]
     seed: Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
     config: dict[str, Any] | None = Field(
-        None, description="The trial's resolved config; default: its allocation columns. With the seed it fixes the trial id."
+        None, description="The trial's resolved config; default: its allocation columns. With the seed it fixes "
+                          "the trial id."
     )
-    status: Literal["completed", "failed", "stopped_early"] = "completed"
+    status: FinishedStatus = TrialStatus.COMPLETED.value
     metrics: dict[MetricName, FiniteFloat | None] = Field(min_length=1, max_length=100)
 
     @field_validator("config")

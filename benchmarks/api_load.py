@@ -175,7 +175,8 @@ def main() -> None:
                 export_rates[file_format] = (args.trials / statistics.median(seconds), size)
 
         same = sorted(point["id"] for point in api_points) == sorted(naive_points["id"])
-        table = Table(title=f"API over HTTP: {args.trials:,} trials, {args.trials * args.steps:,} series rows (Postgres)")
+        table = Table(title=f"API over HTTP: {args.trials:,} trials, {args.trials * args.steps:,} series rows "
+                            "(Postgres)")
         for column in ("measure", "first request", "p50", "p99", "target"):
             table.add_column(column, justify="right")
         table.add_row("frontier [ms]", f"{frontier_cold:.1f}", f"{percentile(frontier, 50):.1f}",
@@ -192,7 +193,8 @@ def main() -> None:
                       f"same frontier trials: {same}")
         frontier_ok = percentile(frontier, 50) <= TARGET_FRONTIER_P50_MS
         export_ok = min(rate for rate, _ in export_rates.values()) >= TARGET_EXPORT_ROWS_PER_S
-        console.print(f"targets: frontier p50 {'met' if frontier_ok else 'MISSED'}, export {'met' if export_ok else 'MISSED'}")
+        console.print(f"targets: frontier p50 {'met' if frontier_ok else 'MISSED'}, "
+                      f"export {'met' if export_ok else 'MISSED'}")
     finally:
         if server is not None:
             server.terminate()

@@ -67,7 +67,8 @@ def main() -> None:
 
     start = time.perf_counter()
     task = load_task("pystdlib", {}, seed=0)
-    console.print(f"pystdlib: loaded {sum(len(ids) for ids in task.splits.values()):,} bytes in {time.perf_counter() - start:.2f} s")
+    console.print(f"pystdlib: loaded {sum(len(ids) for ids in task.splits.values()):,} bytes in "
+                  f"{time.perf_counter() - start:.2f} s")
     rates["pystdlib LM"] = tokens_per_second(task, batch_size=8, seq_len=100, n_batches=20_000)
 
     with tempfile.TemporaryDirectory() as directory:
@@ -81,13 +82,15 @@ def main() -> None:
         console.print(f"shd_adding: read and binned both files in {time.perf_counter() - start:.2f} s")
         rates["SHD-Adding"] = tokens_per_second(task, batch_size=8, seq_len=1000, n_batches=args.batches)
 
-    table = Table(title=f"data loader throughput (B = 8), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    table = Table(title=f"data loader throughput (B = 8), load average {os.getloadavg()[0]:.1f} on "
+                        f"{os.cpu_count()} cores")
     columns = ("task", "training tokens/s", "loader tokens/s (wall)", "ratio", "loader tokens/s (CPU time)", "ratio")
     for column in columns:
         table.add_column(column, justify="right")
     for name, (wall_rate, cpu_rate) in rates.items():
         training = TRAINING_TOKENS_PER_S[name]
-        table.add_row(name, f"{training:,.0f}", f"{wall_rate:,.0f}", _ratio(wall_rate / training), f"{cpu_rate:,.0f}", _ratio(cpu_rate / training))
+        table.add_row(name, f"{training:,.0f}", f"{wall_rate:,.0f}", _ratio(wall_rate / training), f"{cpu_rate:,.0f}",
+                      _ratio(cpu_rate / training))
     console.print(table)
     console.print(f"ratio = loader / training tokens/s; required >= {REQUIRED_RATIO:.0f}x")
 

@@ -13,11 +13,24 @@ import argparse
 import time
 
 from analysis import (
-    fit_allocation_law, fit_frontier_law, fit_surface, fit_tradeoff, locate_optima, predict_allocation,
+    fit_allocation_law,
+    fit_frontier_law,
+    fit_surface,
+    fit_tradeoff,
+    locate_optima,
+    predict_allocation,
 )
 from analysis.synthetic import (
-    D_M_LAW_TRUTH, D_M_VALUES, FRONTIER_TRUTH, SURFACE_TRUTH, TRADEOFF_TRUTH, cost_model, frontier_truth, surface_truth,
-    synthetic_sweep, tradeoff_truth,
+    D_M_LAW_TRUTH,
+    D_M_VALUES,
+    FRONTIER_TRUTH,
+    SURFACE_TRUTH,
+    TRADEOFF_TRUTH,
+    cost_model,
+    frontier_truth,
+    surface_truth,
+    synthetic_sweep,
+    tradeoff_truth,
 )
 
 NOISE = {"frontier": 0.01, "surface": 0.01, "tradeoff": 0.005}
@@ -56,7 +69,8 @@ def main() -> None:
     for label, truth, trials, fit, extra in runs:
         result, wall, cpu = timed(fit, trials, **extra, **common)
         results.append((label, truth, result))
-        print(f"{label:<24} {len(trials):>6} {result.n_bootstrap_ok:>7}/{result.n_bootstrap:<5} {wall:>8.2f} {cpu:>8.2f}")
+        print(f"{label:<24} {len(trials):>6} {result.n_bootstrap_ok:>7}/{result.n_bootstrap:<5} "
+              f"{wall:>8.2f} {cpu:>8.2f}")
 
     print(f"\n{'fit':<24} {'param':<12} {'true':>11} {'fitted':>11} {'95% CI':>25} {'in CI':>6}")
     for label, truth, result in results:
@@ -78,7 +92,8 @@ def main() -> None:
     for located in optima.optima:
         truth = D_M_LAW_TRUTH["coefficient"] * located.budget ** D_M_LAW_TRUTH["exponent"]
         d_m = located.d_m
-        print(f"{located.budget:>8.3g} {truth:>10.4g} {d_m.value:>13.4g} {f'[{d_m.ci_low:.4g}, {d_m.ci_high:.4g}]':>18} "
+        print(f"{located.budget:>8.3g} {truth:>10.4g} {d_m.value:>13.4g} "
+              f"{f'[{d_m.ci_low:.4g}, {d_m.ci_high:.4g}]':>18} "
               f"{'yes' if d_m.contains(truth) else 'NO':>6} {located.method:>9}")
 
 

@@ -58,7 +58,8 @@ def full_path(store: ResultsStore, name: str, trials: int, reports: int, work: P
     trial_ids = store.add_trials(name, [{"config": {"i": i}, "seed": 0, **ALLOCATION} for i in range(trials)])
     sink = ResultSink(store, Outbox(work / "outbox", name)).start()
     progress = runner.SweepProgress(trials, "train_loss", "min", budget_of={t: 1e4 for t in trial_ids})
-    runner._DRIVERS[name] = runner.Driver(sink, progress, {t: reports for t in trial_ids}, runner.CancelWatch(store, name))
+    runner._DRIVERS[name] = runner.Driver(sink, progress, {t: reports for t in trial_ids},
+                                          runner.CancelWatch(store, name))
     configs = [{"trial_id": tid, "reports": reports} for tid in trial_ids]
     started = time.perf_counter()
     fit(configs, [runner.SinkCallback(name)], work / "ray", name)

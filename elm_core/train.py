@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -330,7 +331,8 @@ def _window_mean(window: list[dict]) -> dict:
     return {k: sum(m[k] for m in window) / len(window) for k in keys}
 
 
-def train(trial_config: dict | TrainConfig, report: Report | None = None, checkpoint_dir: str | Path | None = None) -> dict:
+def train(trial_config: dict | TrainConfig, report: Report | None = None,
+          checkpoint_dir: str | Path | None = None) -> dict:
     """Train one trial; call report(step, metrics) at intervals; resume from checkpoint_dir if it holds one."""
     cfg = trial_config if isinstance(trial_config, TrainConfig) else TrainConfig.from_dict(trial_config)
     return Trainer(cfg, checkpoint_dir).run(report)

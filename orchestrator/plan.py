@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from elm_core.data import DatasetError, load_task
 from elm_core.model import ELMConfig
 from elm_core.params import BudgetError, ParameterCount, solve_allocation
-from resultsdb.ids import trial_id
+from resultsdb import trial_id
 
 from .spec import SpecError, SweepSpec
 

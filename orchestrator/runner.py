@@ -25,14 +25,20 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 
-from resultsdb.engine import DatabaseUnavailable
-from resultsdb.store import ResultsStore
+from resultsdb import (
+    ACTIVE_TRIAL_STATUSES,
+    SUCCESSFUL_TRIAL_STATUSES,
+    DatabaseUnavailable,
+    MetricMode,
+    ResultsStore,
+    SweepStatus,
+    TrialStatus,
+)
 
 from .plan import TrialPlan, plan
 from .sink import Outbox, ResultSink, result_record, status_record
 from .spec import SweepSpec
 
-FINISHED = {"completed", "stopped_early"}
 METRIC_KEYS_FIELD = "elm_metric_keys"
 
 
@@ -51,11 +57,11 @@ def prepare(spec: SweepSpec, spec_text: str, store: ResultsStore) -> list[TrialP
     return trials
 
 
-def _metric_modes(spec: SweepSpec) -> dict[str, str]:
+def _metric_modes(spec: SweepSpec) -> dict[str, MetricMode]:
     """Reported metrics whose 'best' runs the other way from the sweep's metric."""
     lower_is_better = ("train_loss", "train_bpc", "valid_bpc", "best_valid_bpc", "test_bpc", "step_time", "grad_norm")
     higher_is_better = ("valid_accuracy", "best_valid_accuracy", "test_accuracy", "tokens_per_s")
-    modes = {m: "min" for m in lower_is_better} | {m: "max" for m in higher_is_better}
+    modes = {m: MetricMode.MIN for m in lower_is_better} | {m: MetricMode.MAX for m in higher_is_better}
     modes.pop(spec.metric.name, None)
     return modes
 
@@ -66,9 +72,9 @@ def _code_version() -> str:
     return version("elmscale")
 
 
-def trial_statuses(store: ResultsStore, sweep: str) -> dict[str, str]:
-    frame = store.summary_frame(sweep)
-    return dict(zip(frame["id"], frame["status"])) if len(frame) else {}
+def trial_statuses(store: ResultsStore, sweep: str) -> dict[str, TrialStatus]:
+    page = store.query_trials(sweep, fields=["id", "status"], limit=None)
+    return {row["id"]: row["status"] for row in page.rows}
 
 
 # --- inside a Ray worker -----------------------------------------------------------------------------------------
@@ -84,7 +90,8 @@ def run_trial(tune_config: dict) -> None:
     threads = max(1, int(config["cpus"]))
     torch.set_num_threads(threads)
     node = ray.get_runtime_context().get_node_id()
-    where = {"node": f"{socket.gethostname()}:{node[:12]}", "device": str(pick_device(config["train_config"].get("device", "auto")))}
+    where = {"node": f"{socket.gethostname()}:{node[:12]}",
+             "device": str(pick_device(config["train_config"].get("device", "auto")))}
 
     def report(step: int, metrics: dict) -> None:
         tune.report({"step": step, **metrics, **where, METRIC_KEYS_FIELD: ",".join(metrics)})
@@ -102,12 +109,12 @@ class SweepProgress:
     total: int
     metric: str
     mode: str
-    status: dict[str, str] = field(default_factory=dict)
+    status: dict[str, TrialStatus] = field(default_factory=dict)
     budget_of: dict[str, float] = field(default_factory=dict)
     best_by_budget: dict[float, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def set_status(self, trial_id: str, status: str) -> None:
+    def set_status(self, trial_id: str, status: TrialStatus) -> None:
         with self.lock:
             self.status[trial_id] = status
 
@@ -118,7 +125,7 @@ class SweepProgress:
         budget = self.budget_of[trial_id]
         with self.lock:
             best = self.best_by_budget.get(budget)
-            if best is None or (value < best if self.mode == "min" else value > best):
+            if best is None or (value < best if self.mode == MetricMode.MIN else value > best):
                 self.best_by_budget[budget] = value
 
     def counts(self) -> Counter:
@@ -142,7 +149,7 @@ class CancelWatch:
                 sweep = self.store.get_sweep(self.sweep)
             except DatabaseUnavailable:
                 return False
-            self.cancelled = sweep is not None and sweep.status == "stopped"
+            self.cancelled = sweep is not None and sweep.status == SweepStatus.STOPPED
         return self.cancelled
 
 
@@ -169,8 +176,8 @@ class SinkCallback(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
         self.placed.discard(trial_id)
-        driver.sink.put(status_record(trial_id, "running"))
-        driver.progress.set_status(trial_id, "running")
+        driver.sink.put(status_record(trial_id, TrialStatus.RUNNING))
+        driver.progress.set_status(trial_id, TrialStatus.RUNNING)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
@@ -178,14 +185,15 @@ class SinkCallback(tune.Callback):
         metrics = {k: result[k] for k in keys if k in result}
         if trial_id not in self.placed:  # the first report of an attempt says where it runs
             self.placed.add(trial_id)
-            driver.sink.put(status_record(trial_id, "running", node=result.get("node"), device=result.get("device")))
+            placement = {"node": result.get("node"), "device": result.get("device")}
+            driver.sink.put(status_record(trial_id, TrialStatus.RUNNING, **placement))
         driver.sink.put(result_record(trial_id, result["step"], metrics))
         driver.progress.observe(trial_id, metrics)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
-        driver.sink.put(status_record(trial_id, "pending"))
-        driver.progress.set_status(trial_id, "pending")
+        driver.sink.put(status_record(trial_id, TrialStatus.PENDING))
+        driver.progress.set_status(trial_id, TrialStatus.PENDING)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
@@ -193,14 +201,17 @@ class SinkCallback(tune.Callback):
         final = {k: v for k, v in last.items() if k.startswith("test_") and isinstance(v, (int, float))}
         finished = last.get("step", 0) >= driver.total_steps[trial_id] and final
         # A trial cut short by a cancel is not finished: resume picks it up from its checkpoint.
-        status = "completed" if finished else "pending" if driver.cancel.cancelled else "stopped_early"
+        if finished:
+            status = TrialStatus.COMPLETED
+        else:
+            status = TrialStatus.PENDING if driver.cancel.cancelled else TrialStatus.STOPPED_EARLY
         driver.sink.put(status_record(trial_id, status, final=final or None))
         driver.progress.set_status(trial_id, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
-        driver.sink.put(status_record(trial_id, "failed", error=_error_text(trial)))
-        driver.progress.set_status(trial_id, "failed")
+        driver.sink.put(status_record(trial_id, TrialStatus.FAILED, error=_error_text(trial)))
+        driver.progress.set_status(trial_id, TrialStatus.FAILED)
 
 
 class CancelStopper(tune.Stopper):
@@ -247,16 +258,20 @@ def run(
     sink.flush_outbox()  # whatever a crashed driver left behind goes first
 
     statuses = trial_statuses(store, spec.name)
-    wanted = set(only) if only is not None else {t.trial_id for t in trials if statuses.get(t.trial_id) not in FINISHED}
+    if only is not None:
+        wanted = set(only)
+    else:
+        wanted = {t.trial_id for t in trials if statuses.get(t.trial_id) not in SUCCESSFUL_TRIAL_STATUSES}
     todo = [t for t in trials if t.trial_id in wanted]
     progress = SweepProgress(len(trials), spec.metric.name, spec.metric.mode)
     for t in trials:
         progress.budget_of[t.trial_id] = t.budget
-        progress.status[t.trial_id] = "pending" if t.trial_id in wanted else statuses.get(t.trial_id, "pending")
+        unchanged = statuses.get(t.trial_id, TrialStatus.PENDING)
+        progress.status[t.trial_id] = TrialStatus.PENDING if t.trial_id in wanted else unchanged
 
     cancel = CancelWatch(store, spec.name)
     if todo:
-        store.set_sweep_status(spec.name, "running")
+        store.set_sweep_status(spec.name, SweepStatus.RUNNING)
         if not ray.is_initialized():
             ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING,
@@ -280,8 +295,8 @@ def run(
     if undelivered:  # the database is out of reach: report what the driver saw, the outbox keeps the rest
         return RunResult(progress.counts(), True, str(sink.last_error))
     counts = Counter(trial_statuses(store, spec.name).values())
-    if not (todo and cancel.cancelled) and counts.get("pending", 0) + counts.get("running", 0) == 0:
-        store.set_sweep_status(spec.name, "completed")  # a cancelled sweep stays "stopped" until resumed
+    if not (todo and cancel.cancelled) and not ACTIVE_TRIAL_STATUSES & counts.keys():
+        store.set_sweep_status(spec.name, SweepStatus.COMPLETED)  # a cancelled sweep stays stopped until resumed
     return RunResult(counts, False)
 
 

@@ -13,11 +13,9 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from resultsdb.engine import DatabaseUnavailable
-from resultsdb.store import ResultsStore
+from resultsdb import ResultsStore, TrialStatus
 
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 FLUSH_SECONDS = 1.0  # at most one database transaction a second while the database is up
@@ -83,7 +81,7 @@ def result_record(trial_id: str, step: int, metrics: dict) -> dict:
     return {"kind": "result", "trial_id": trial_id, "step": int(step), "metrics": numeric, "time": time.time()}
 
 
-def status_record(trial_id: str, status: str, **details) -> dict:
+def status_record(trial_id: str, status: TrialStatus, **details) -> dict:
     details = {k: v for k, v in details.items() if v is not None}
     return {"kind": "status", "trial_id": trial_id, "status": status, "time": time.time(), **details}
 
@@ -91,9 +89,8 @@ def status_record(trial_id: str, status: str, **details) -> dict:
 class ResultSink:
     """The background writer: queue -> outbox file -> database."""
 
-    def __init__(self, store: ResultsStore, outbox: Outbox, on_delivered: Callable[[list[dict]], None] | None = None):
+    def __init__(self, store: ResultsStore, outbox: Outbox):
         self.store, self.outbox = store, outbox
-        self.on_delivered = on_delivered
         self.queue: queue.Queue[dict] = queue.Queue()
         self.last_error: Exception | None = None
         self._stop = threading.Event()
@@ -131,8 +128,6 @@ class ResultSink:
             return False
         self.last_error = None
         self.outbox.mark_delivered(end)
-        if self.on_delivered:
-            self.on_delivered(records)
         return True
 
     def _run(self) -> None:

@@ -183,9 +183,11 @@ class SweepSpec(Strict):
             direction, mode = reported[name], self.metric.mode
             better = "lower" if direction == "min" else "higher"
             if direction not in (None, mode) and key == "metric.name":
-                problems.append(f"metric.mode: {mode!r} ranks {name!r} backwards ({better} is better: use mode {direction!r})")
+                problems.append(f"metric.mode: {mode!r} ranks {name!r} backwards "
+                                f"({better} is better: use mode {direction!r})")
             elif direction not in (None, mode):
-                problems.append(f"scheduler.metric: {name!r} is better {better}, but the scheduler ranks it by metric.mode {mode!r}")
+                problems.append(f"scheduler.metric: {name!r} is better {better}, "
+                                f"but the scheduler ranks it by metric.mode {mode!r}")
         return problems
 
 

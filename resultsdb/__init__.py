@@ -1,35 +1,61 @@
-"""Results database of elmscale: models, migrations, and the one storage interface, ResultsStore."""
+"""Results database of elmscale: models, migrations, and the one storage interface, ResultsStore.
 
-from resultsdb.engine import DatabaseUnavailable, database_url, make_engine
-from resultsdb.ids import trial_id
-from resultsdb.models import MetricMode, SweepStatus, TrialStatus
-from resultsdb.queries import Range
-from resultsdb.store import (
-    ConflictError,
-    EventInfo,
-    NotFound,
-    ResultsStore,
-    SeriesPoint,
-    SweepInfo,
-    TokenInfo,
-    TrialPage,
+This package root is resultsdb's public surface; `api/` and `orchestrator/` import nothing else of it.
+"""
+
+from resultsdb.engine import database_url, make_engine
+from resultsdb.errors import ConflictError, DatabaseUnavailable, InvalidQuery, NotFound
+from resultsdb.frames import METRIC_COLUMN, MetricFrame
+from resultsdb.ids import canonical_json, trial_id
+from resultsdb.migrate import current as schema_revision
+from resultsdb.migrate import head as schema_head
+from resultsdb.migrate import upgrade as upgrade_schema
+from resultsdb.models import (
+    ACTIVE_TRIAL_STATUSES,
+    ALLOCATION_COLUMNS,
+    CONFIG_COLUMNS,
+    FINISHED_SWEEP_STATUSES,
+    FINISHED_TRIAL_STATUSES,
+    SUCCESSFUL_TRIAL_STATUSES,
+    MetricMode,
+    SweepStatus,
+    TrialStatus,
 )
+from resultsdb.queries import SUMMARY_STATS, Range
+from resultsdb.records import EventInfo, MetricSummary, SeriesPoint, SweepInfo, TokenInfo, TrialInfo, TrialPage
+from resultsdb.store import ResultsStore
 
 __all__ = [
+    "ACTIVE_TRIAL_STATUSES",
+    "ALLOCATION_COLUMNS",
+    "CONFIG_COLUMNS",
     "ConflictError",
     "DatabaseUnavailable",
     "EventInfo",
+    "FINISHED_SWEEP_STATUSES",
+    "FINISHED_TRIAL_STATUSES",
+    "InvalidQuery",
+    "METRIC_COLUMN",
+    "MetricFrame",
     "MetricMode",
+    "MetricSummary",
     "NotFound",
     "Range",
     "ResultsStore",
+    "SUCCESSFUL_TRIAL_STATUSES",
+    "SUMMARY_STATS",
     "SeriesPoint",
     "SweepInfo",
     "SweepStatus",
     "TokenInfo",
+    "TrialInfo",
     "TrialPage",
     "TrialStatus",
+    "canonical_json",
     "database_url",
     "make_engine",
+    "schema_head",
+    "schema_revision",
     "trial_id",
+    "upgrade_schema",
 ]

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
+from resultsdb.errors import DatabaseUnavailable
+
 DATABASE_URL_ENV = "ELMSCALE_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///elmscale.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -21,10 +23,6 @@ CONNECT_TIMEOUT_S = 5
 # Execution option that makes a SQLite transaction take the write lock at BEGIN: a deferred
 # transaction that later writes can fail with "database is locked" instead of waiting.
 SQLITE_WRITE_OPTION = "elmscale_sqlite_write"
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The database cannot be reached or opened; the caller may spool and retry later."""
 
 
 def database_url(url: str | None = None) -> str:

@@ -1,6 +1,7 @@
 """Tables of the results database as SQLAlchemy 2.0 typed models.
 
-Only ``resultsdb`` touches these; everything else goes through ``resultsdb.store.ResultsStore``.
+Only ``resultsdb`` touches these; everything else goes through ``resultsdb.ResultsStore``. Statuses and
+modes are enum columns stored as their values (VARCHAR, no CHECK constraint: a new status needs no migration).
 Times are stored as timezone-aware UTC datetimes, except the wall time of a metric point, which
 is a float of seconds since the epoch as the trainer reports it.
 """
@@ -16,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Double,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -52,6 +54,8 @@ ALLOCATION_COLUMNS = (
     "params_total",
     "seed",
 )
+# What tells allocations apart in the analyses: a trial's allocation apart from its seed.
+CONFIG_COLUMNS = tuple(column for column in ALLOCATION_COLUMNS if column != "seed")
 
 
 class TrialStatus(enum.StrEnum):
@@ -62,6 +66,14 @@ class TrialStatus(enum.StrEnum):
     STOPPED_EARLY = "stopped_early"
 
 
+# The trial ended (its ended_at is set); a sweep's progress counts these.
+FINISHED_TRIAL_STATUSES = frozenset({TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.STOPPED_EARLY})
+# The trial ended without failing (a scheduler's early stop is an outcome): a resume leaves these alone.
+SUCCESSFUL_TRIAL_STATUSES = frozenset({TrialStatus.COMPLETED, TrialStatus.STOPPED_EARLY})
+# The trial is still to run or running: a sweep with any such trial is not complete.
+ACTIVE_TRIAL_STATUSES = frozenset({TrialStatus.PENDING, TrialStatus.RUNNING})
+
+
 class SweepStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -70,9 +82,24 @@ class SweepStatus(enum.StrEnum):
     STOPPED = "stopped"
 
 
+# The sweep ended (its finished_at is set); `orchestrator resume` restarts a stopped one.
+FINISHED_SWEEP_STATUSES = frozenset({SweepStatus.COMPLETED, SweepStatus.FAILED, SweepStatus.STOPPED})
+
+
 class MetricMode(enum.StrEnum):
     MIN = "min"
     MAX = "max"
+
+
+def stored_by_value(members: type[enum.StrEnum], length: int) -> Enum:
+    """The enum's values (not its member names) in a VARCHAR(length); reads return members."""
+    return Enum(
+        members,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda enum_type: [member.value for member in enum_type],
+    )
 
 
 class Base(DeclarativeBase):
@@ -94,12 +121,12 @@ class Sweep(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     task: Mapped[str] = mapped_column(String(100))
     metric: Mapped[str] = mapped_column(String(100))
-    mode: Mapped[str] = mapped_column(String(8))
+    mode: Mapped[MetricMode] = mapped_column(stored_by_value(MetricMode, 8))
     # Mode of every reported metric whose "best" is kept; metrics not listed follow `mode`.
     metric_modes: Mapped[dict[str, str]] = mapped_column(JSON)
     spec_text: Mapped[str] = mapped_column(Text)
     spec_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[SweepStatus] = mapped_column(stored_by_value(SweepStatus, 16))
     code_version: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -123,7 +150,7 @@ class Trial(Base):
     params_total: Mapped[int] = mapped_column(BigInteger)
     seed: Mapped[int] = mapped_column(Integer)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[TrialStatus] = mapped_column(stored_by_value(TrialStatus, 16))
     attempts: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     node: Mapped[str | None] = mapped_column(String(200))
@@ -182,7 +209,7 @@ class TrialSummary(Base):
 
 
 class Event(Base):
-    """Append-only feed; ids grow in commit order (see ``store._append_events``)."""
+    """Append-only feed; ids grow in commit order (see ``writes.append_events``)."""
 
     __tablename__ = "event"
 

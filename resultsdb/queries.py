@@ -1,7 +1,9 @@
-"""Trial queries: filters, sorting, keyset cursors and projections (internal to resultsdb).
+"""Reads of the results database (internal to resultsdb): the one not-found finder, sweeps, trials,
+summaries and events, each in the caller's transaction.
 
-A field is a trial column (``TRIAL_FIELDS``) or ``"<metric>.<stat>"`` with a stat of
-``SUMMARY_STATS``, read from the trial summary (e.g. ``"bpc.best"``).
+Trial queries filter, sort, page by keyset cursors and project: a field is a trial column
+(``TRIAL_FIELDS``) or ``"<metric>.<stat>"`` with a stat of ``SUMMARY_STATS``, read from the trial
+summary (e.g. ``"bpc.best"``).
 """
 
 from __future__ import annotations
@@ -9,15 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, false, func, or_, select, true
 from sqlalchemy.orm import aliased
 
-from resultsdb.models import ALLOCATION_COLUMNS, MetricPoint, Trial, TrialSummary
+from resultsdb.errors import InvalidQuery, NotFound
+from resultsdb.models import ALLOCATION_COLUMNS, Event, MetricPoint, Sweep, Trial, TrialStatus, TrialSummary
+from resultsdb.records import EventInfo, MetricSummary, SweepInfo, TrialInfo, TrialPage
 
 TRIAL_FIELDS = (
     "id",
@@ -35,6 +39,10 @@ TRIAL_FIELDS = (
 )
 DEFAULT_FIELDS = ("id", "status", *ALLOCATION_COLUMNS)
 DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at", "status_at"})
+# The trial columns of a summary frame (resultsdb.frames), before its "<metric>.<stat>" columns.
+TRIAL_FRAME_COLUMNS = (
+    "id", "status", *ALLOCATION_COLUMNS, "attempts", "error", "node", "device", "started_at", "ended_at"
+)
 SUMMARY_STATS = {
     "last": "last_value",
     "last_step": "last_step",
@@ -58,6 +66,14 @@ class Range:
 Condition = Range | Collection[Any] | str | float | int
 
 
+@overload
+def utc(moment: datetime) -> datetime: ...
+
+
+@overload
+def utc(moment: datetime | None) -> datetime | None: ...
+
+
 def utc(moment: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes; every datetime leaving resultsdb is aware UTC."""
     if moment is None or moment.tzinfo is not None:
@@ -76,7 +92,7 @@ class TrialQuery:
             return getattr(Trial, field)
         metric, _, stat = field.rpartition(".")
         if not metric or stat not in SUMMARY_STATS:
-            raise ValueError(
+            raise InvalidQuery(
                 f"field {field!r}: expected a trial column ({', '.join(TRIAL_FIELDS)}) "
                 f"or '<metric>.<stat>' with stat one of {', '.join(SUMMARY_STATS)}"
             )
@@ -103,7 +119,7 @@ def condition(column: ColumnElement[Any], field: str, wanted: Condition) -> Colu
         return column == wanted
     if isinstance(wanted, Collection):
         return column.in_(sorted(wanted, key=str)) if wanted else false()
-    raise ValueError(f"filter {field!r}: expected a Range, a set of values or one value, got {wanted!r}")
+    raise InvalidQuery(f"filter {field!r}: expected a Range, a set of values or one value, got {wanted!r}")
 
 
 @dataclass(frozen=True)
@@ -115,7 +131,7 @@ class Sort:
     def parse(cls, sort: str) -> Sort:
         field = sort.removeprefix("-")
         if field in UNSORTABLE_FIELDS:
-            raise ValueError(f"sort {sort!r}: {field} cannot be sorted on")
+            raise InvalidQuery(f"sort {sort!r}: {field} cannot be sorted on")
         return cls(field, sort.startswith("-"))
 
     def __str__(self) -> str:
@@ -133,9 +149,9 @@ def decode_cursor(cursor: str, sort: Sort) -> tuple[Any, str]:
     try:
         issued_for, value, trial_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, TypeError, binascii.Error):
-        raise ValueError(f"cursor {cursor!r}: not a cursor returned by query_trials") from None
+        raise InvalidQuery(f"cursor {cursor!r}: not a cursor returned by query_trials") from None
     if issued_for != str(sort):
-        raise ValueError(f"cursor was issued for sort {issued_for!r}, not {str(sort)!r}")
+        raise InvalidQuery(f"cursor was issued for sort {issued_for!r}, not {str(sort)!r}")
     if isinstance(value, dict):
         value = datetime.fromisoformat(value["datetime"])
     return value, trial_id
@@ -153,7 +169,7 @@ def after_cursor(column: ColumnElement[Any], sort: Sort, value: Any, trial_id: s
 def order_by(column: ColumnElement[Any], sort: Sort) -> list[ColumnElement[Any]]:
     """NULLs last, ties by id; the terms that cannot matter are left out, so the server sorts less
     (or reads an index in order)."""
-    terms = [column.desc() if sort.descending else column.asc()]
+    terms: list[ColumnElement[Any]] = [column.desc() if sort.descending else column.asc()]
     if sort.field not in TRIAL_FIELDS or Trial.__table__.c[sort.field].nullable:
         # Explicit NULL placement: Postgres and SQLite disagree on the default.
         terms.insert(0, column.is_(None).asc())
@@ -166,15 +182,15 @@ def build_trial_query(
     sweep_id: int,
     where: Mapping[str, Condition],
     sort: str,
-    fields: Collection[str],
+    fields: Sequence[str],
     limit: int | None,
     cursor: str | None,
-) -> tuple[Select, list[str], Sort]:
-    """The SELECT for one page; with a limit it selects one extra row to tell whether a next page exists."""
+) -> tuple[Select, Sort]:
+    """The SELECT for one page (its columns: `fields`, distinct, in order); with a limit it selects one extra
+    row to tell whether a next page exists, and each row ends with the sort key for the next cursor."""
     query = TrialQuery()
     parsed_sort = Sort.parse(sort)
-    field_list = list(dict.fromkeys(fields))
-    selected = [query.column(field).label(field) for field in field_list]
+    selected = [query.column(field).label(field) for field in fields]
     sort_column = query.column(parsed_sort.field)
     filters = [Trial.sweep_id == sweep_id]
     filters += [condition(query.column(field), field, wanted) for field, wanted in where.items()]
@@ -183,12 +199,11 @@ def build_trial_query(
         filters.append(after_cursor(sort_column, parsed_sort, value, trial_id))
     statement = select(*selected)
     if limit is not None:
-        # The page's last row yields the next cursor.
         statement = statement.add_columns(sort_column.label("_sort_value"), Trial.id.label("_trial_id"))
         statement = statement.limit(limit + 1)
     statement = query.joined(statement.select_from(Trial)).where(*filters)
     statement = statement.order_by(*order_by(sort_column, parsed_sort))
-    return statement, field_list, parsed_sort
+    return statement, parsed_sort
 
 
 def downsampled_series(trial_id: str, metric: str, max_points: int) -> Select:
@@ -210,3 +225,141 @@ def downsampled_series(trial_id: str, metric: str, max_points: int) -> Select:
         .where(or_(numbered.c.position % stride == 0, numbered.c.position == numbered.c.total))
         .order_by(numbered.c.step)
     )
+
+
+# Reads of the store
+
+
+def find_or_raise(connection: Connection, statement: Select, kind: str, key: str) -> Row:
+    """The row `statement` selects; NotFound naming the `kind` and `key` looked up when there is none."""
+    row = connection.execute(statement).one_or_none()
+    if row is None:
+        raise NotFound(kind, key)
+    return row
+
+
+def sweep_id(connection: Connection, name: str) -> int:
+    return find_or_raise(connection, select(Sweep.id).where(Sweep.name == name), "sweep", name).id
+
+
+def sweep_infos(connection: Connection, name: str | None) -> list[SweepInfo]:
+    """The sweep named `name` (none when there is none), or with name None every sweep, with trial counts."""
+    statement = select(Sweep.__table__).order_by(Sweep.id)
+    counts_statement = select(Trial.sweep_id, Trial.status, func.count()).group_by(Trial.sweep_id, Trial.status)
+    if name is not None:
+        statement = statement.where(Sweep.name == name)
+        counts_statement = counts_statement.join(Sweep, Sweep.id == Trial.sweep_id).where(Sweep.name == name)
+    counts: dict[int, dict[TrialStatus, int]] = {}
+    for of_sweep, status, count in connection.execute(counts_statement):
+        counts.setdefault(of_sweep, {})[status] = count
+    return [
+        SweepInfo(
+            id=row.id,
+            name=row.name,
+            task=row.task,
+            metric=row.metric,
+            mode=row.mode,
+            metric_modes=row.metric_modes,
+            spec_text=row.spec_text,
+            spec_hash=row.spec_hash,
+            status=row.status,
+            code_version=row.code_version,
+            created_at=utc(row.created_at),
+            finished_at=utc(row.finished_at),
+            trial_counts=dict(sorted(counts.get(row.id, {}).items())),
+        )
+        for row in connection.execute(statement)
+    ]
+
+
+def find_sweep(connection: Connection, name: str) -> SweepInfo:
+    """The sweep named `name`; NotFound when there is none."""
+    sweep_id(connection, name)
+    return sweep_infos(connection, name)[0]
+
+
+def find_trial(connection: Connection, trial_id: str) -> TrialInfo:
+    """The trial, its sweep, and the summaries of the metrics its sweep declares that have a value."""
+    trial = find_or_raise(
+        connection,
+        select(Trial.__table__, Sweep.name.label("sweep_name"), Sweep.metric.label("sweep_metric"), Sweep.metric_modes)
+        .join(Sweep, Sweep.id == Trial.sweep_id)
+        .where(Trial.id == trial_id),
+        "trial",
+        trial_id,
+    )
+    declared = sorted(trial.metric_modes.keys() | {trial.sweep_metric})
+    rows = connection.execute(
+        select(TrialSummary.metric, *(getattr(TrialSummary, column) for column in SUMMARY_STATS.values()))
+        .where(TrialSummary.trial_id == trial_id, TrialSummary.metric.in_(declared))
+        .order_by(TrialSummary.metric)
+    )
+    metrics = {
+        row.metric: MetricSummary(*row[1:]) for row in rows if any(value is not None for value in row[1:])
+    }
+    columns = {field: getattr(trial, field) for field in TRIAL_FIELDS}
+    columns.update({field: utc(columns[field]) for field in DATETIME_FIELDS})
+    return TrialInfo(**columns, sweep=trial.sweep_name, sweep_metric=trial.sweep_metric, metrics=metrics)
+
+
+def trial_page(
+    connection: Connection,
+    sweep: str,
+    where: Mapping[str, Condition],
+    sort: str,
+    fields: list[str],
+    limit: int | None,
+    cursor: str | None,
+) -> TrialPage:
+    """One page of the sweep's trials (see ResultsStore.query_trials)."""
+    statement, parsed_sort = build_trial_query(sweep_id(connection, sweep), where, sort, fields, limit, cursor)
+    rows = connection.execute(statement).all()
+    next_cursor = None
+    if limit is not None and len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(parsed_sort, rows[-1]._sort_value, rows[-1]._trial_id)
+    # Each row ends with the sort key columns, which zip() leaves out.
+    page_rows = [dict(zip(fields, row)) for row in rows]
+    for field in DATETIME_FIELDS.intersection(fields):
+        for page_row in page_rows:
+            page_row[field] = utc(page_row[field])
+    return TrialPage(fields=fields, rows=page_rows, next_cursor=next_cursor)
+
+
+def summary_rows(connection: Connection, sweep: str) -> tuple[SweepInfo, Sequence[Row], Sequence[Row]]:
+    """The sweep, its trials' TRIAL_FRAME_COLUMNS and their summaries, for resultsdb.frames.summary_frame."""
+    info = find_sweep(connection, sweep)
+    trials = connection.execute(
+        select(*(getattr(Trial, column) for column in TRIAL_FRAME_COLUMNS))
+        .where(Trial.sweep_id == info.id)
+        .order_by(Trial.id)
+    ).all()
+    summaries = connection.execute(
+        select(TrialSummary.trial_id, TrialSummary.metric, *(getattr(TrialSummary, c) for c in SUMMARY_STATS.values()))
+        .join(Trial, Trial.id == TrialSummary.trial_id)
+        .where(Trial.sweep_id == info.id)
+    ).all()
+    return info, trials, summaries
+
+
+def events_since(connection: Connection, after_id: int, sweep: str | None, limit: int) -> list[EventInfo]:
+    statement = (
+        select(Event.__table__, Sweep.name.label("sweep_name"))
+        .outerjoin(Sweep, Sweep.id == Event.sweep_id)
+        .where(Event.id > after_id)
+        .order_by(Event.id)
+        .limit(limit)
+    )
+    if sweep is not None:
+        statement = statement.where(Event.sweep_id == sweep_id(connection, sweep))
+    return [
+        EventInfo(row.id, utc(row.created_at), row.kind, row.sweep_name, row.trial_id, row.payload)
+        for row in connection.execute(statement)
+    ]
+
+
+def last_event_id(connection: Connection, sweep: str | None) -> int:
+    statement = select(func.max(Event.id))
+    if sweep is not None:
+        statement = statement.where(Event.sweep_id == sweep_id(connection, sweep))
+    return connection.execute(statement).scalar() or 0

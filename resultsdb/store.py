@@ -1,8 +1,11 @@
 """ResultsStore: the one interface to the results database (Optuna-storage style).
 
 The orchestrator, API and CLI call only this class; no session or SQL lives outside resultsdb.
-Every method runs in its own short transaction; writes retry deadlocks/serialization failures
-with bounded backoff, and an unreachable database raises ``DatabaseUnavailable``.
+Each public method runs in one transaction: it opens it and calls named helpers that take the
+connection and commit nothing (``_…_without_commit`` for writes). Writes retry deadlocks and
+serialization failures (resultsdb.retry); an unreachable database raises ``DatabaseUnavailable``; a
+name that does not exist raises ``NotFound`` (from ``queries.find_or_raise``, the one place that does).
+Reads live in resultsdb.queries, batched result writes in resultsdb.writes.
 
     store = ResultsStore()            # URL from ELMSCALE_DATABASE_URL, else sqlite:///elmscale.db
     store = ResultsStore("postgresql+psycopg://user@host/db")   # or an Engine
@@ -12,13 +15,15 @@ Sweeps
         Idempotent for the same spec text; ConflictError when the name exists with another spec.
         metric_modes: {metric: "min"|"max"} for reported metrics other than `metric`; a metric not
         listed keeps its best by the sweep's `mode`.
-    get_sweep(name) -> SweepInfo | None;  list_sweeps() -> list[SweepInfo]  (with trial counts by status)
+    find_sweep(name) -> SweepInfo (NotFound);  get_sweep(name) -> SweepInfo | None
+    list_sweeps() -> list[SweepInfo]  (with trial counts by status)
     set_sweep_status(name, status) -> bool (changed)
 Trials
     add_trials(sweep, trials) -> list[str]: each trial a mapping with `config`, `seed` and the
         allocation columns (budget may be None); ids are trial_id(sweep, config, seed); idempotent.
+    find_trial(trial_id) -> TrialInfo (NotFound): columns, sweep, summaries of the sweep's metrics.
     set_trial_status(trial_id, status, *, error=None, node=None, device=None, final=None, at=None) -> bool
-        "running" from another status counts an attempt; terminal statuses set ended_at;
+        "running" from another status counts an attempt; finished statuses set ended_at;
         `final` = {metric: test value} stored as the summaries' final value. Repeating the current
         status, or a change older (`at`, when it happened) than the current one, changes nothing
         and appends no event: pass `at` when replaying a log.
@@ -31,13 +36,17 @@ Queries
         where: {field: Range(low, high) | set of values | value}; a field is a trial column or
         "<metric>.<stat>" (stat: last, last_step, min, max, best, best_step, final), e.g.
         where={"budget": Range(1e5, 1e6), "status": {"completed"}, "bpc.best": Range(high=1.5)},
-        sort="-bpc.best" (descending; NULLs last, ties by id). Pass page.next_cursor to continue.
+        sort="-bpc.best" (descending; NULLs last, ties by id). Pass page.next_cursor to continue;
+        limit=None returns every row. InvalidQuery names an unknown field, sort or cursor.
     series(trial_id, metric, max_points=1000) -> list[SeriesPoint]  (downsampled, last point kept)
     summary_frame(sweep) -> pandas.DataFrame: one row per trial, columns id, status, allocation
         columns, and "<metric>.<stat>" for every reported metric.
+    metric_frame(sweep, metric=None) -> MetricFrame(trials, metric, mode): the summary frame with the
+        metric's value per trial (final, else best) in METRIC_COLUMN; default metric: the sweep's.
 Events (live feed)
     record_event(kind, payload=None, *, sweep=None, trial_id=None) -> int
     events_since(after_id=0, *, sweep=None, limit=1000) -> list[EventInfo]; ids grow in commit order.
+    last_event_id(sweep=None) -> int (0 before the first event)
         Appended automatically: sweep_created, sweep_<status>, trials_added, trial_<status>, and per
         write transaction and sweep one "results" event: {"trials": {trial_id: {"step", "values"}}}.
 API tokens
@@ -47,128 +56,41 @@ API tokens
 
 from __future__ import annotations
 
+import enum
 import hashlib
-import random
-import secrets
-import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, Engine, exc, func, select, update
+from sqlalchemy import Connection, Engine, Row, Select, select, update
 
-from resultsdb import writes
+from resultsdb import frames, queries, writes
 from resultsdb.engine import connect, make_engine
+from resultsdb.errors import ConflictError, InvalidQuery, NotFound
 from resultsdb.ids import trial_id as make_trial_id
 from resultsdb.models import (
     ALLOCATION_COLUMNS,
+    FINISHED_SWEEP_STATUSES,
+    FINISHED_TRIAL_STATUSES,
     ApiToken,
-    Event,
     MetricMode,
     Sweep,
     SweepStatus,
     Trial,
     TrialStatus,
-    TrialSummary,
 )
-from resultsdb.queries import (
-    DATETIME_FIELDS,
-    DEFAULT_FIELDS,
-    SUMMARY_STATS,
-    Condition,
-    build_trial_query,
-    downsampled_series,
-    encode_cursor,
-    utc,
-)
+from resultsdb.queries import DEFAULT_FIELDS, Condition, downsampled_series, utc
+from resultsdb.records import EventInfo, SeriesPoint, SweepInfo, TokenInfo, TrialInfo, TrialPage
+from resultsdb.retry import in_write_transaction
+from resultsdb.tokens import new_token, token_hash
 
 if TYPE_CHECKING:
     import pandas
 
 MAX_POINTS_PER_TRANSACTION = 5_000
-MAX_ATTEMPTS = 6
-TERMINAL_TRIAL_STATUSES = {TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.STOPPED_EARLY}
-TERMINAL_SWEEP_STATUSES = {SweepStatus.COMPLETED, SweepStatus.FAILED, SweepStatus.STOPPED}
-# Postgres serialization_failure and deadlock_detected.
-RETRYABLE_SQLSTATES = {"40001", "40P01"}
 
 Result = TypeVar("Result")
-
-
-class NotFound(LookupError):
-    """A sweep, trial or token named by the caller does not exist."""
-
-
-class ConflictError(ValueError):
-    """The write contradicts what is stored (a sweep name reused with another spec, a token name taken)."""
-
-
-@dataclass(frozen=True)
-class SweepInfo:
-    id: int
-    name: str
-    task: str
-    metric: str
-    mode: str
-    metric_modes: dict[str, str]
-    spec_text: str
-    spec_hash: str
-    status: str
-    code_version: str | None
-    created_at: datetime
-    finished_at: datetime | None
-    trial_counts: dict[str, int]
-
-
-@dataclass(frozen=True)
-class TrialPage:
-    rows: list[dict[str, Any]]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True)
-class SeriesPoint:
-    step: int
-    value: float | None
-    wall_time: float
-
-
-@dataclass(frozen=True)
-class EventInfo:
-    id: int
-    created_at: datetime
-    kind: str
-    sweep: str | None
-    trial_id: str | None
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    name: str
-    created_at: datetime
-    revoked_at: datetime | None
-
-
-def spec_hash(spec_text: str) -> str:
-    return hashlib.sha256(spec_text.encode()).hexdigest()
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _is_retryable(error: exc.DBAPIError) -> bool:
-    if getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
-        return True
-    return isinstance(error, exc.OperationalError) and "database is locked" in str(error.orig)
-
-
-def _choice(field: str, value: str, allowed: type[MetricMode] | type[TrialStatus] | type[SweepStatus]) -> str:
-    if value not in {member.value for member in allowed}:
-        raise ValueError(f"{field} {value!r}: expected one of {', '.join(member.value for member in allowed)}")
-    return str(value)
+Member = TypeVar("Member", bound=enum.StrEnum)
 
 
 class ResultsStore:
@@ -190,21 +112,12 @@ class ResultsStore:
     def __exit__(self, *_exc_info: object) -> None:
         self.close()
 
-    def _read(self, work: Callable[[Connection], Result]) -> Result:
+    def _read(self, work: Callable[..., Result], *args: Any) -> Result:
         with connect(self.engine) as connection:
-            return work(connection)
+            return work(connection, *args)
 
-    def _write(self, work: Callable[[Connection], Result]) -> Result:
-        """Run `work` in a write transaction, retrying deadlocks and lock timeouts with backoff."""
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                with connect(self.engine, write=True) as connection:
-                    return work(connection)
-            except exc.DBAPIError as error:
-                if attempt == MAX_ATTEMPTS - 1 or not _is_retryable(error):
-                    raise
-            time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+    def _write(self, work: Callable[..., Result], *args: Any) -> Result:
+        return in_write_transaction(self.engine, work, *args)
 
     # Sweeps
 
@@ -220,145 +133,53 @@ class ResultsStore:
         code_version: str | None = None,
     ) -> SweepInfo:
         """Create a sweep, or return the existing one when it was created from the same spec text."""
-        modes = {name_: _choice(f"mode of {name_}", m, MetricMode) for name_, m in (metric_modes or {}).items()}
-        modes[metric] = _choice("mode", mode, MetricMode)
-        digest = spec_hash(spec_text)
+        modes = {other: _member(f"mode of {other}", m, MetricMode) for other, m in (metric_modes or {}).items()}
+        modes[metric] = _member("mode", mode, MetricMode)
+        sweep = {
+            "name": name,
+            "task": task,
+            "metric": metric,
+            "mode": modes[metric],
+            "metric_modes": {other: str(m) for other, m in sorted(modes.items())},
+            "spec_text": spec_text,
+            "spec_hash": hashlib.sha256(spec_text.encode()).hexdigest(),
+            "status": SweepStatus.PENDING,
+            "code_version": code_version,
+        }
+        return self._write(_create_sweep_without_commit, sweep)
 
-        def create(connection: Connection) -> None:
-            inserted = connection.execute(
-                writes.dialect_insert(connection, Sweep)
-                .values(
-                    name=name,
-                    task=task,
-                    metric=metric,
-                    mode=mode,
-                    metric_modes=dict(sorted(modes.items())),
-                    spec_text=spec_text,
-                    spec_hash=digest,
-                    status=SweepStatus.PENDING,
-                    code_version=code_version,
-                    created_at=writes.now(),
-                )
-                .on_conflict_do_nothing(index_elements=[Sweep.name])
-                .returning(Sweep.id)
-            ).scalar()
-            if inserted is not None:
-                event = {"kind": "sweep_created", "sweep_id": inserted, "payload": {"name": name}}
-                writes.append_events(connection, [event])
-
-        self._write(create)
-        sweep = self.get_sweep(name)
-        assert sweep is not None
-        if sweep.spec_hash != digest:
-            raise ConflictError(f"sweep {name!r} already exists with a different spec (hash {sweep.spec_hash[:12]})")
-        return sweep
+    def find_sweep(self, name: str) -> SweepInfo:
+        """The sweep named `name`; NotFound when there is none."""
+        return self._read(queries.find_sweep, name)
 
     def get_sweep(self, name: str) -> SweepInfo | None:
-        sweeps = self._read(lambda connection: self._sweep_infos(connection, name))
+        """The sweep named `name`, or None."""
+        sweeps = self._read(queries.sweep_infos, name)
         return sweeps[0] if sweeps else None
 
     def list_sweeps(self) -> list[SweepInfo]:
-        return self._read(lambda connection: self._sweep_infos(connection, None))
+        return self._read(queries.sweep_infos, None)
 
-    def _sweep_infos(self, connection: Connection, name: str | None) -> list[SweepInfo]:
-        statement = select(Sweep.__table__).order_by(Sweep.id)
-        counts_statement = select(Trial.sweep_id, Trial.status, func.count()).group_by(Trial.sweep_id, Trial.status)
-        if name is not None:
-            statement = statement.where(Sweep.name == name)
-            counts_statement = counts_statement.join(Sweep, Sweep.id == Trial.sweep_id).where(Sweep.name == name)
-        counts: dict[int, dict[str, int]] = {}
-        for sweep_id, status, count in connection.execute(counts_statement):
-            counts.setdefault(sweep_id, {})[status] = count
-        return [
-            SweepInfo(
-                id=row.id,
-                name=row.name,
-                task=row.task,
-                metric=row.metric,
-                mode=row.mode,
-                metric_modes=row.metric_modes,
-                spec_text=row.spec_text,
-                spec_hash=row.spec_hash,
-                status=row.status,
-                code_version=row.code_version,
-                created_at=utc(row.created_at),
-                finished_at=utc(row.finished_at),
-                trial_counts=dict(sorted(counts.get(row.id, {}).items())),
-            )
-            for row in connection.execute(statement)
-        ]
-
-    def _sweep_id(self, connection: Connection, name: str) -> int:
-        sweep_id = connection.execute(select(Sweep.id).where(Sweep.name == name)).scalar()
-        if sweep_id is None:
-            raise NotFound(f"sweep {name!r} does not exist")
-        return sweep_id
-
-    def set_sweep_status(self, name: str, status: str) -> bool:
-        """Set a sweep's status; terminal statuses record the finish time. Returns whether it changed."""
-        _choice("sweep status", status, SweepStatus)
-
-        def change(connection: Connection) -> bool:
-            sweep_id = self._sweep_id(connection, name)
-            finished_at = writes.now() if status in TERMINAL_SWEEP_STATUSES else None
-            changed = connection.execute(
-                update(Sweep)
-                .where(Sweep.id == sweep_id, Sweep.status != status)
-                .values(status=status, finished_at=finished_at)
-            ).rowcount
-            if changed:
-                event = {"kind": f"sweep_{status}", "sweep_id": sweep_id, "payload": {"status": status}}
-                writes.append_events(connection, [event])
-            return bool(changed)
-
-        return self._write(change)
+    def set_sweep_status(self, name: str, status: SweepStatus | str) -> bool:
+        """Set a sweep's status; finished statuses record the finish time. Returns whether it changed."""
+        return self._write(_set_sweep_status_without_commit, name, _member("sweep status", status, SweepStatus))
 
     # Trials
 
     def add_trials(self, sweep: str, trials: Iterable[Mapping[str, Any]]) -> list[str]:
         """Persist planned trials as pending; returns their ids in the given order (new or already present)."""
-        created_at = writes.now()
-        rows = []
-        for index, trial in enumerate(trials):
-            required = ("config", "seed", *(column for column in ALLOCATION_COLUMNS if column != "budget"))
-            missing = [field for field in required if field not in trial]
-            if missing:
-                raise ValueError(f"trial {index}: missing field {missing[0]!r}")
-            row = {column: trial.get(column) for column in ALLOCATION_COLUMNS}
-            row.update(
-                id=make_trial_id(sweep, trial["config"], trial["seed"]),
-                config=trial["config"],
-                status=TrialStatus.PENDING,
-                attempts=0,
-                created_at=created_at,
-            )
-            rows.append(row)
-        ids_in_given_order = [row["id"] for row in rows]
-        rows.sort(key=lambda row: row["id"])
+        rows = [_trial_row(sweep, index, trial) for index, trial in enumerate(trials)]
+        self._write(_add_trials_without_commit, sweep, sorted(rows, key=lambda row: row["id"]))
+        return [row["id"] for row in rows]
 
-        def add(connection: Connection) -> None:
-            sweep_id = self._sweep_id(connection, sweep)
-            if not rows:
-                return
-            for row in rows:
-                row["sweep_id"] = sweep_id
-            inserted = connection.execute(
-                writes.dialect_insert(connection, Trial)
-                .on_conflict_do_nothing(index_elements=[Trial.id])
-                .returning(Trial.id),
-                rows,
-            ).all()
-            if inserted:
-                event = {"kind": "trials_added", "sweep_id": sweep_id, "payload": {"count": len(inserted)}}
-                writes.append_events(connection, [event])
-
-        self._write(add)
-        return ids_in_given_order
+    def find_trial(self, trial_id: str) -> TrialInfo:
+        """The trial with its sweep and the summaries of the metrics its sweep declares; NotFound when unknown."""
+        return self._read(queries.find_trial, trial_id)
 
     def set_trial_status(
         self,
         trial_id: str,
-        status: str,
+        status: TrialStatus | str,
         *,
         error: str | None = None,
         node: str | None = None,
@@ -372,50 +193,17 @@ class ResultsStore:
         than the trial's current status is ignored, so replaying a log of changes is harmless.
         Repeating the current status only records node/device when given.
         """
-        _choice("trial status", status, TrialStatus)
+        status = _member("trial status", status, TrialStatus)
         if at is None:
             changed_at = writes.now()
         elif isinstance(at, datetime):
             changed_at = utc(at)
         else:
             changed_at = datetime.fromtimestamp(at, UTC)
-
-        def change(connection: Connection) -> bool:
-            current = connection.execute(
-                select(Trial.sweep_id, Trial.status, Trial.attempts, Trial.status_at)
-                .where(Trial.id == trial_id)
-                .with_for_update(key_share=True)
-            ).one_or_none()
-            if current is None:
-                raise NotFound(f"trial {trial_id!r} does not exist")
-            if final:
-                writes.set_final_values(connection, trial_id, final)
-            stale = current.status_at is not None and changed_at < utc(current.status_at)
-            if current.status == status and not stale:
-                # Where a trial runs is known only after it started: record it without a status change.
-                placement = {k: v for k, v in (("node", node), ("device", device)) if v is not None}
-                if placement:
-                    connection.execute(update(Trial).where(Trial.id == trial_id).values(**placement))
-            if current.status == status or stale:
-                return False
-            values: dict[str, Any] = {"status": status, "status_at": changed_at}
-            if node is not None:
-                values["node"] = node
-            if device is not None:
-                values["device"] = device
-            if status == TrialStatus.RUNNING:
-                values.update(attempts=current.attempts + 1, started_at=changed_at, ended_at=None, error=None)
-            elif status in TERMINAL_TRIAL_STATUSES:
-                values.update(ended_at=changed_at, error=error)
-            connection.execute(update(Trial).where(Trial.id == trial_id).values(**values))
-            payload = {"status": status, "attempts": values.get("attempts", current.attempts)}
-            if error is not None:
-                payload["error"] = error
-            event = {"kind": f"trial_{status}", "sweep_id": current.sweep_id, "trial_id": trial_id, "payload": payload}
-            writes.append_events(connection, [event])
-            return True
-
-        return self._write(change)
+        placement = {key: value for key, value in (("node", node), ("device", device)) if value is not None}
+        return self._write(
+            _set_trial_status_without_commit, trial_id, status, changed_at, error, placement, final or {}
+        )
 
     # Results
 
@@ -424,21 +212,10 @@ class ResultsStore:
         rows = writes.point_rows(batch)
         postgres = self.engine.dialect.name == "postgresql"
         points = writes.CopyBatch(rows) if postgres else writes.PointBatch.from_rows(rows)
-        changed = 0
-        for chunk in points.chunks(MAX_POINTS_PER_TRANSACTION):
-            changed += self._write(lambda connection, chunk=chunk: self._write_chunk(connection, chunk))
-        return changed
-
-    def _write_chunk(self, connection: Connection, chunk: writes.PointBatch | writes.CopyBatch) -> int:
-        unknown = chunk.trial_ids - self._trial_contexts.keys()
-        if unknown:
-            self._trial_contexts.update(writes.trial_contexts(connection, unknown))
-            missing = sorted(unknown - self._trial_contexts.keys())
-            if missing:
-                raise NotFound(f"trial {missing[0]!r} does not exist (add it with add_trials first)")
-        changed, changes = chunk.write(connection, self._trial_contexts)
-        writes.append_events(connection, writes.result_events(changes, self._trial_contexts))
-        return changed
+        return sum(
+            self._write(_write_points_without_commit, chunk, self._trial_contexts)
+            for chunk in points.chunks(MAX_POINTS_PER_TRANSACTION)
+        )
 
     # Queries
 
@@ -454,77 +231,29 @@ class ResultsStore:
     ) -> TrialPage:
         """One page of a sweep's trials; fields default to id, status and the allocation columns."""
         if limit is not None and limit < 1:
-            raise ValueError(f"limit {limit}: must be at least 1")
-
-        def run(connection: Connection) -> TrialPage:
-            statement, field_list, parsed_sort = build_trial_query(
-                self._sweep_id(connection, sweep),
-                where or {},
-                sort,
-                fields or DEFAULT_FIELDS,
-                limit,
-                cursor,
-            )
-            rows = connection.execute(statement).all()
-            next_cursor = None
-            if limit is not None and len(rows) > limit:
-                rows = rows[:limit]
-                next_cursor = encode_cursor(parsed_sort, rows[-1]._sort_value, rows[-1]._trial_id)
-            # Each row ends with the sort key columns, which zip() leaves out.
-            page_rows = [dict(zip(field_list, row)) for row in rows]
-            for field in DATETIME_FIELDS.intersection(field_list):
-                for page_row in page_rows:
-                    page_row[field] = utc(page_row[field])
-            return TrialPage(rows=page_rows, next_cursor=next_cursor)
-
-        return self._read(run)
+            raise InvalidQuery(f"limit {limit}: must be at least 1")
+        field_list = list(dict.fromkeys(fields or DEFAULT_FIELDS))
+        return self._read(queries.trial_page, sweep, where or {}, sort, field_list, limit, cursor)
 
     def series(self, trial_id: str, metric: str, max_points: int = 1000) -> list[SeriesPoint]:
         """A trial's points of one metric by step, thinned to at most `max_points` (the last kept)."""
         if max_points < 1:
-            raise ValueError(f"max_points {max_points}: must be at least 1")
-        statement = downsampled_series(trial_id, metric, max_points)
-        rows = self._read(lambda connection: connection.execute(statement).all())
+            raise InvalidQuery(f"max_points {max_points}: must be at least 1")
+        rows = self._read(_rows, downsampled_series(trial_id, metric, max_points))
         return [SeriesPoint(row.step, row.value, row.wall_time) for row in rows]
 
     def summary_frame(self, sweep: str) -> pandas.DataFrame:
         """One row per trial: id, status, allocation columns, attempts, error, node, device, start/end times,
         then "<metric>.<stat>" columns."""
-        import pandas
+        _, trials, summaries = self._read(queries.summary_rows, sweep)
+        return frames.summary_frame(trials, summaries)
 
-        trial_columns = [
-            Trial.id, Trial.status, *(getattr(Trial, column) for column in ALLOCATION_COLUMNS),
-            Trial.attempts, Trial.error, Trial.node, Trial.device, Trial.started_at, Trial.ended_at,
-        ]
-        summary_columns = [getattr(TrialSummary, column) for column in SUMMARY_STATS.values()]
-
-        def run(connection: Connection) -> tuple[list[Any], list[Any]]:
-            sweep_id = self._sweep_id(connection, sweep)
-            trials = connection.execute(
-                select(*trial_columns).where(Trial.sweep_id == sweep_id).order_by(Trial.id)
-            ).all()
-            summaries = connection.execute(
-                select(TrialSummary.trial_id, TrialSummary.metric, *summary_columns)
-                .join(Trial, Trial.id == TrialSummary.trial_id)
-                .where(Trial.sweep_id == sweep_id)
-            ).all()
-            return trials, summaries
-
-        trials, summaries = self._read(run)
-        # Plain tuples: pandas inspects Row objects one attribute at a time, ~10x slower on 10k trials.
-        trials, summaries = [tuple(row) for row in trials], [tuple(row) for row in summaries]
-        frame = pandas.DataFrame(
-            trials, columns=["id", "status", *ALLOCATION_COLUMNS, "attempts", "error", "node", "device", "started_at", "ended_at"]
-        )
-        if not summaries:
-            return frame
-        long = pandas.DataFrame(summaries, columns=["id", "metric", *SUMMARY_STATS])
-        long = long.astype({"last_step": "Int64", "best_step": "Int64"})
-        wide = long.pivot(index="id", columns="metric", values=list(SUMMARY_STATS))
-        metrics = sorted(long["metric"].unique())
-        wide = wide[[(stat, metric) for metric in metrics for stat in SUMMARY_STATS]]
-        wide.columns = [f"{metric}.{stat}" for stat, metric in wide.columns]
-        return frame.merge(wide, how="left", left_on="id", right_index=True)
+    def metric_frame(self, sweep: str, metric: str | None = None) -> frames.MetricFrame:
+        """The summary frame with `metric` (default: the sweep's) per trial in METRIC_COLUMN, and its mode."""
+        info, trials, summaries = self._read(queries.summary_rows, sweep)
+        metric = metric or info.metric
+        mode = MetricMode(info.metric_modes.get(metric, info.mode))
+        return frames.metric_frame(frames.summary_frame(trials, summaries), metric, mode)
 
     # Events
 
@@ -537,79 +266,193 @@ class ResultsStore:
         trial_id: str | None = None,
     ) -> int:
         """Append one event to the feed; returns its id."""
-
-        def record(connection: Connection) -> int:
-            sweep_id = None if sweep is None else self._sweep_id(connection, sweep)
-            event = {"kind": kind, "sweep_id": sweep_id, "trial_id": trial_id, "payload": dict(payload or {})}
-            return writes.append_events(connection, [event])[0]
-
-        return self._write(record)
+        return self._write(_record_event_without_commit, kind, dict(payload or {}), sweep, trial_id)
 
     def events_since(self, after_id: int = 0, *, sweep: str | None = None, limit: int = 1000) -> list[EventInfo]:
         """Events with id > after_id, oldest first."""
+        return self._read(queries.events_since, after_id, sweep, limit)
 
-        def run(connection: Connection) -> list[EventInfo]:
-            statement = (
-                select(Event.__table__, Sweep.name.label("sweep_name"))
-                .outerjoin(Sweep, Sweep.id == Event.sweep_id)
-                .where(Event.id > after_id)
-                .order_by(Event.id)
-                .limit(limit)
-            )
-            if sweep is not None:
-                statement = statement.where(Event.sweep_id == self._sweep_id(connection, sweep))
-            return [
-                EventInfo(row.id, utc(row.created_at), row.kind, row.sweep_name, row.trial_id, row.payload)
-                for row in connection.execute(statement)
-            ]
-
-        return self._read(run)
+    def last_event_id(self, sweep: str | None = None) -> int:
+        """The id of the newest event (of `sweep`); 0 when there is none."""
+        return self._read(queries.last_event_id, sweep)
 
     # API tokens
 
     def create_token(self, name: str) -> str:
         """Create a bearer token; the plaintext is returned once and only its sha256 is stored."""
-        token = "elm_" + secrets.token_urlsafe(32)
-
-        def create(connection: Connection) -> None:
-            inserted = connection.execute(
-                writes.dialect_insert(connection, ApiToken)
-                .values(name=name, token_sha256=token_hash(token), created_at=writes.now())
-                .on_conflict_do_nothing(index_elements=[ApiToken.name])
-                .returning(ApiToken.id)
-            ).scalar()
-            if inserted is None:
-                raise ConflictError(f"token name {name!r} is already taken")
-
-        self._write(create)
+        token = new_token()
+        self._write(_create_token_without_commit, name, token_hash(token))
         return token
 
     def verify_token(self, token: str) -> str | None:
         """The name of the token if it exists and is not revoked, else None."""
-        return self._read(
-            lambda connection: connection.execute(
-                select(ApiToken.name).where(ApiToken.token_sha256 == token_hash(token), ApiToken.revoked_at.is_(None))
-            ).scalar()
-        )
+        active = select(ApiToken.name).where(ApiToken.revoked_at.is_(None))
+        return self._read(_scalar, active.where(ApiToken.token_sha256 == token_hash(token)))
 
     def revoke_token(self, name: str) -> bool:
         """Revoke a token by name; returns False when it was already revoked."""
-
-        def revoke(connection: Connection) -> bool:
-            if connection.execute(select(ApiToken.id).where(ApiToken.name == name)).scalar() is None:
-                raise NotFound(f"token {name!r} does not exist")
-            return bool(
-                connection.execute(
-                    update(ApiToken)
-                    .where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
-                    .values(revoked_at=writes.now())
-                ).rowcount
-            )
-
-        return self._write(revoke)
+        return self._write(_revoke_token_without_commit, name)
 
     def list_tokens(self) -> list[TokenInfo]:
-        rows = self._read(
-            lambda connection: connection.execute(select(ApiToken.__table__).order_by(ApiToken.name)).all()
-        )
+        rows = self._read(_rows, select(ApiToken.__table__).order_by(ApiToken.name))
         return [TokenInfo(row.name, utc(row.created_at), utc(row.revoked_at)) for row in rows]
+
+
+# Checks of the caller's values
+
+
+def _member(field: str, value: str, members: type[Member]) -> Member:
+    try:
+        return members(value)
+    except ValueError:
+        raise ValueError(f"{field} {value!r}: expected one of {', '.join(members)}") from None
+
+
+def _trial_row(sweep: str, index: int, trial: Mapping[str, Any]) -> dict[str, Any]:
+    required = ("config", "seed", *(column for column in ALLOCATION_COLUMNS if column != "budget"))
+    missing = [field for field in required if field not in trial]
+    if missing:
+        raise ValueError(f"trial {index}: missing field {missing[0]!r}")
+    return {
+        **{column: trial.get(column) for column in ALLOCATION_COLUMNS},
+        "id": make_trial_id(sweep, trial["config"], trial["seed"]),
+        "config": trial["config"],
+        "status": TrialStatus.PENDING,
+        "attempts": 0,
+    }
+
+
+def _scalar(connection: Connection, statement: Select) -> Any:
+    return connection.execute(statement).scalar()
+
+
+def _rows(connection: Connection, statement: Select) -> Sequence[Row]:
+    return connection.execute(statement).all()
+
+
+# Writes: each runs inside the caller's transaction and commits nothing; events go last (see writes.append_events).
+
+
+def _create_sweep_without_commit(connection: Connection, sweep: dict[str, Any]) -> SweepInfo:
+    name = sweep["name"]
+    inserted = connection.execute(
+        writes.dialect_insert(connection, Sweep)
+        .values(**sweep, created_at=writes.now())
+        .on_conflict_do_nothing(index_elements=[Sweep.name])
+        .returning(Sweep.id)
+    ).scalar()
+    info = queries.find_sweep(connection, name)
+    if info.spec_hash != sweep["spec_hash"]:
+        raise ConflictError(f"sweep {name!r} already exists with a different spec (hash {info.spec_hash[:12]})")
+    if inserted is not None:
+        writes.append_events(connection, [{"kind": "sweep_created", "sweep_id": inserted, "payload": {"name": name}}])
+    return info
+
+
+def _set_sweep_status_without_commit(connection: Connection, name: str, status: SweepStatus) -> bool:
+    sweep_id = queries.sweep_id(connection, name)
+    finished_at = writes.now() if status in FINISHED_SWEEP_STATUSES else None
+    changed = connection.execute(
+        update(Sweep).where(Sweep.id == sweep_id, Sweep.status != status).values(status=status, finished_at=finished_at)
+    ).rowcount
+    if changed:
+        event = {"kind": f"sweep_{status}", "sweep_id": sweep_id, "payload": {"status": status}}
+        writes.append_events(connection, [event])
+    return bool(changed)
+
+
+def _add_trials_without_commit(connection: Connection, sweep: str, rows: list[dict[str, Any]]) -> None:
+    sweep_id = queries.sweep_id(connection, sweep)
+    if not rows:
+        return
+    created_at = writes.now()
+    inserted = connection.execute(
+        writes.dialect_insert(connection, Trial).on_conflict_do_nothing(index_elements=[Trial.id]).returning(Trial.id),
+        [{**row, "sweep_id": sweep_id, "created_at": created_at} for row in rows],
+    ).all()
+    if inserted:
+        event = {"kind": "trials_added", "sweep_id": sweep_id, "payload": {"count": len(inserted)}}
+        writes.append_events(connection, [event])
+
+
+def _set_trial_status_without_commit(
+    connection: Connection,
+    trial_id: str,
+    status: TrialStatus,
+    changed_at: datetime,
+    error: str | None,
+    placement: dict[str, str],
+    final: Mapping[str, float],
+) -> bool:
+    current = queries.find_or_raise(
+        connection,
+        select(Trial.sweep_id, Trial.status, Trial.attempts, Trial.status_at)
+        .where(Trial.id == trial_id)
+        .with_for_update(key_share=True),
+        "trial",
+        trial_id,
+    )
+    if final:
+        writes.set_final_values(connection, trial_id, final)
+    stale = current.status_at is not None and changed_at < utc(current.status_at)
+    if current.status == status and not stale and placement:
+        # Where a trial runs is known only after it started: record it without a status change.
+        connection.execute(update(Trial).where(Trial.id == trial_id).values(**placement))
+    if current.status == status or stale:
+        return False
+    values: dict[str, Any] = {"status": status, "status_at": changed_at, **placement}
+    if status == TrialStatus.RUNNING:
+        values.update(attempts=current.attempts + 1, started_at=changed_at, ended_at=None, error=None)
+    elif status in FINISHED_TRIAL_STATUSES:
+        values.update(ended_at=changed_at, error=error)
+    connection.execute(update(Trial).where(Trial.id == trial_id).values(**values))
+    payload: dict[str, Any] = {"status": status, "attempts": values.get("attempts", current.attempts)}
+    if error is not None:
+        payload["error"] = error
+    event = {"kind": f"trial_{status}", "sweep_id": current.sweep_id, "trial_id": trial_id, "payload": payload}
+    writes.append_events(connection, [event])
+    return True
+
+
+def _write_points_without_commit(
+    connection: Connection,
+    points: writes.PointBatch | writes.CopyBatch,
+    contexts: dict[str, writes.TrialContext],
+) -> int:
+    """Write one chunk of points; `contexts` caches each trial's sweep and modes across chunks."""
+    unknown = points.trial_ids - contexts.keys()
+    if unknown:
+        contexts.update(writes.trial_contexts(connection, unknown))
+        missing = sorted(unknown - contexts.keys())
+        if missing:
+            raise NotFound("trial", missing[0], hint="add it with add_trials first")
+    changed, changes = points.write(connection, contexts)
+    writes.append_events(connection, writes.result_events(changes, contexts))
+    return changed
+
+
+def _record_event_without_commit(
+    connection: Connection, kind: str, payload: dict[str, Any], sweep: str | None, trial_id: str | None
+) -> int:
+    sweep_id = None if sweep is None else queries.sweep_id(connection, sweep)
+    event = {"kind": kind, "sweep_id": sweep_id, "trial_id": trial_id, "payload": payload}
+    return writes.append_events(connection, [event])[0]
+
+
+def _create_token_without_commit(connection: Connection, name: str, digest: str) -> None:
+    inserted = connection.execute(
+        writes.dialect_insert(connection, ApiToken)
+        .values(name=name, token_sha256=digest, created_at=writes.now())
+        .on_conflict_do_nothing(index_elements=[ApiToken.name])
+        .returning(ApiToken.id)
+    ).scalar()
+    if inserted is None:
+        raise ConflictError(f"token name {name!r} is already taken")
+
+
+def _revoke_token_without_commit(connection: Connection, name: str) -> bool:
+    queries.find_or_raise(connection, select(ApiToken.id).where(ApiToken.name == name), "token", name)
+    revoked = connection.execute(
+        update(ApiToken).where(ApiToken.name == name, ApiToken.revoked_at.is_(None)).values(revoked_at=writes.now())
+    )
+    return bool(revoked.rowcount)

@@ -1,23 +1,27 @@
 """Batched idempotent writes of metric points, trial summaries and events (internal to resultsdb).
 
+Every function here runs inside the caller's transaction and commits nothing.
+
 Rules that make a batch safe to deliver twice or out of order:
 - a point is keyed by (trial, metric, step); a re-delivered point replaces the stored one only if
   its (wall_time, value) is larger, so the surviving point does not depend on delivery order;
-- summaries are merged with order-independent rules (min, max, best with the earliest step on ties,
-  last = the point at the largest step, ties broken like the series), so they are a function of the
-  set of delivered batches; a value superseded by a later batch still counts towards min/max/best,
-  one superseded inside its own batch does not (see below);
+- a trial's summary of a metric is merged by one order-independent rule, ``merge_summaries`` (min,
+  max, best with the earliest step on ties, last = the point at the largest step, ties broken like
+  the series), so it is a function of the set of delivered batches; a value superseded by a later
+  batch still counts towards min/max/best, one superseded inside its own batch does not (see below);
 - a "results" event is appended only for trials whose stored points changed, so a duplicate batch
   appends nothing.
 Every statement visits its keys in sorted order, so concurrent writers cannot deadlock on each other.
 
 Within a batch, a key delivered twice keeps the point of larger rank before anything is written.
 
-Two carriers apply these rules. Postgres: ``CopyBatch`` COPYs the batch (binary) into a temporary
-table of the session; then one statement keeps one point per key, inserts them into the series,
-merges the summaries it computes from them and returns what the events need (per-point parameters
-and aggregating in Python cost more than the server's work). SQLite (in-process): ``PointBatch``
-keeps one point per key and aggregates in Python, then writes with executemany.
+Two carriers apply these rules. SQLite (in-process): ``PointBatch`` keeps one point per key and
+writes with executemany, each point merged into its summary as a summary of itself. Postgres:
+``CopyBatch`` COPYs the batch (binary) into a temporary table of the session; then one statement
+keeps one point per key, inserts them into the series, merges the summaries and returns what the
+events need (per-point parameters cost more than the server's work). One INSERT cannot update a row
+twice, so there the batch is first folded per (trial, metric) by ``batch_aggregates``: the same
+rule over a set of points, as aggregates.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import groupby
 from typing import Any
 
 from sqlalchemy import (
@@ -47,11 +50,12 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.event import contains, listen
-from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.selectable import CTE
 
 from resultsdb.models import Event, MetricMode, MetricPoint, Sweep, Trial, TrialSummary
@@ -90,15 +94,24 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# Both dialects' INSERT, with the same ON CONFLICT API.
+Insert = PostgresqlInsert | SqliteInsert
+
+
 def dialect_insert(connection: Connection, model: type) -> Insert:
     """INSERT with the dialect's ON CONFLICT support (Postgres and SQLite share the API)."""
     insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     return insert(model)
 
 
+def storable(value: float | None) -> float | None:
+    """A metric value as stored: NaN becomes None (NULL), since SQLite cannot store NaN."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
 def point_rows(batch: Iterable[ResultItem]) -> list[PointRow]:
     """Flatten (trial_id, step, {metric: value}, wall_time) items into one row per point, in the order
-    given; NaN becomes None (stored as NULL: SQLite cannot store NaN)."""
+    given, each value storable."""
     rows: list[PointRow] = []
     for index, item in enumerate(batch):
         try:
@@ -109,8 +122,7 @@ def point_rows(batch: Iterable[ResultItem]) -> list[PointRow]:
                 f"result {index}: expected (trial_id, step, {{metric: value}}, wall_time), got {item!r}"
             ) from None
         for metric, value in metrics.items():
-            value = None if value is None or math.isnan(value) else float(value)
-            rows.append((trial_id, step, wall_time, str(metric), value))
+            rows.append((trial_id, step, wall_time, str(metric), storable(value)))
     return rows
 
 
@@ -151,7 +163,8 @@ SUMMARY_FIELDS = (
 
 
 def merge_summaries(statement: Insert, mode: str) -> Insert:
-    """ON CONFLICT rules that merge batch aggregates (of metrics in `mode`) into trial_summary."""
+    """The summary rule: ON CONFLICT clauses that merge an incoming summary (of a metric in `mode`) into the
+    stored one. Merging is associative and commutative, so summaries fold in any order."""
     stored, incoming = TrialSummary.__table__.c, statement.excluded
     incoming_is_later = or_(
         stored.last_step.is_(None),
@@ -235,7 +248,7 @@ class PointBatch:
     def write(self, connection: Connection, contexts: Mapping[str, TrialContext]) -> tuple[int, Changes]:
         """Upsert the points and merge their summaries; returns how many points changed, and the changes."""
         changed = upsert_points(connection, self.points)
-        for mode, rows in sorted(summarize(self.points, contexts).items()):
+        for mode, rows in sorted(point_summaries(self.points, contexts).items()):
             connection.execute(merge_summaries(sqlite_insert(TrialSummary), mode), rows)
         return len(changed), newest_changes(self.points, changed)
 
@@ -251,33 +264,15 @@ def upsert_points(connection: Connection, points: Mapping[PointKey, Point]) -> l
     return [(trial_id, step) for trial_id, step in connection.execute(statement, rows).all()]
 
 
-def summarize(
+def point_summaries(
     points: Mapping[PointKey, Point], contexts: Mapping[str, TrialContext]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Aggregate a batch per (trial, metric), grouped by the metric's mode."""
+    """Each point as the summary of itself, grouped by its metric's mode, in key order: executemany applies
+    ``merge_summaries`` once per point, which folds them into the stored summaries."""
     by_mode: dict[str, list[dict[str, Any]]] = {}
-    for (trial_id, metric), group in groupby(sorted(points), key=lambda key: key[:2]):
-        steps = [key[2] for key in group]  # ascending
-        mode = contexts[trial_id].mode(metric)
-        last_wall_time, last_value = points[(trial_id, metric, steps[-1])]
-        valued = [(step, value) for step in steps if (value := points[(trial_id, metric, step)][1]) is not None]
-        values = [value for _, value in valued]
-        best_step = best_value = None
-        if valued:
-            best_value = min(values) if mode == MetricMode.MIN else max(values)
-            best_step = next(step for step, value in valued if value == best_value)
-        row = (
-            trial_id,
-            metric,
-            steps[-1],
-            last_value,
-            last_wall_time,
-            min(values, default=None),
-            max(values, default=None),
-            best_value,
-            best_step,
-        )
-        by_mode.setdefault(mode, []).append(dict(zip(SUMMARY_FIELDS, row, strict=True)))
+    for (trial_id, metric, step), (wall_time, value) in sorted(points.items()):
+        row = (trial_id, metric, step, value, wall_time, value, value, value, None if value is None else step)
+        by_mode.setdefault(contexts[trial_id].mode(metric), []).append(dict(zip(SUMMARY_FIELDS, row, strict=True)))
     return by_mode
 
 
@@ -332,9 +327,11 @@ class CopyBatch:
     def write(self, connection: Connection, contexts: Mapping[str, TrialContext]) -> tuple[int, Changes]:
         """Like PointBatch.write; the server reads each metric's mode itself, so `contexts` is not needed."""
         ensure_batch_table(connection)
+        driver_connection = connection.connection.driver_connection
+        assert driver_connection is not None  # a live psycopg connection: COPY is chosen only on Postgres
         with (
             driver_errors_raised_like_execute(connection, COPY_INTO_BATCH),
-            connection.connection.driver_connection.cursor() as cursor,
+            driver_connection.cursor() as cursor,
             cursor.copy(COPY_INTO_BATCH) as copy,
         ):
             copy.set_types(BATCH_COPY_TYPES)
@@ -349,7 +346,8 @@ class CopyBatch:
             if getattr(error.orig, "sqlstate", None) != UNIQUE_VIOLATION:
                 raise
             newest = connection.execute(UPSERT_BATCH).all()
-        changed, changes = 0, {}
+        changed = 0
+        changes: Changes = {}
         for trial_id, step, changed_points, metric, value in newest:
             if trial_id not in changes:
                 changes[trial_id] = (step, {})
@@ -397,8 +395,8 @@ def batch_points() -> CTE:
 
 
 def batch_aggregates(points: CTE) -> CTE:
-    """Per (trial, metric) of the batch: its mode and what ``summarize`` computes, with the best
-    step for either mode. Window aggregates, then filtered ones: ordered aggregates (array_agg with
+    """Per (trial, metric) of the batch: its mode and the fold of its points by ``merge_summaries``, with the
+    best step for either mode. Window aggregates, then filtered ones: ordered aggregates (array_agg with
     ORDER BY) sort every group apart and cost several times more."""
     group = (points.c.trial_id, points.c.metric)
     framed = select(
@@ -459,7 +457,7 @@ def apply_batch(points_are_new: bool) -> Select:
     points = batch_points()
     stored = MetricPoint.__table__.c
     # In key order: the order of `points` (a second ORDER BY here would sort again).
-    insert = postgresql_insert(MetricPoint).from_select(list(points.c.keys()), select(points))
+    insert: Insert = postgresql_insert(MetricPoint).from_select(list(points.c.keys()), select(points))
     if not points_are_new:
         insert = replace_older_points(insert)
     changed = insert.returning(stored.trial_id, stored.step).cte("changed")
@@ -488,8 +486,8 @@ def set_final_values(connection: Connection, trial_id: str, final: Mapping[str, 
         set_={"final_value": statement.excluded.final_value},
     )
     rows = [
-        {"trial_id": trial_id, "metric": metric, "final_value": None if math.isnan(v) else float(v)}
-        for metric, v in sorted(final.items())
+        {"trial_id": trial_id, "metric": metric, "final_value": storable(value)}
+        for metric, value in sorted(final.items())
     ]
     connection.execute(statement, rows)
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Hashable
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi import Path as FastApiPath
 
 from analysis import FitError, locate_optima, pareto_frontier, per_budget_optimum
@@ -15,23 +15,23 @@ from analysis.fitting import finite_rows
 from analysis.laws import LAWS, fit_laws
 from api.deps import Frames, require_reader
 from api.errors import ERROR_RESPONSES
-from api.frames import MetricFrame, SweepFrames
+from api.frames import SweepFrames
 from api.routers.common import SweepName
 from api.schemas import FrontierKind, FrontierOut, LawName, LawOut, LawsOut, MetricName, OptimumOut, PositiveBudget
-from resultsdb.frames import METRIC_COLUMN
-from resultsdb.models import ALLOCATION_COLUMNS
+from resultsdb import ALLOCATION_COLUMNS, CONFIG_COLUMNS, METRIC_COLUMN, InvalidQuery, MetricFrame
 
-router = APIRouter(prefix="/sweeps", tags=["analysis"], dependencies=[Depends(require_reader)], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/sweeps", tags=["analysis"], dependencies=[Depends(require_reader)],
+                   responses=ERROR_RESPONSES)
 
-# An allocation is a trial's configuration apart from its seed.
-ALLOCATION = [column for column in ALLOCATION_COLUMNS if column != "seed"]
+ALLOCATION = list(CONFIG_COLUMNS)  # what tells allocations apart: every allocation column but the seed
 Cost = Literal["params_total", "budget", "n_hidden", "k_e", "k_c", "d_m"]
 MetricQuery = Annotated[MetricName | None, Query(description="A reported metric; default: the sweep's metric")]
 AggregateSeeds = Annotated[bool, Query(description="Average over seeds (mean, std, count) per allocation")]
 
 
 def _analysed(
-    frames: SweepFrames, sweep: str, metric: str | None, name: Hashable, analyse: Callable[[pd.DataFrame, str, str], Any]
+    frames: SweepFrames, sweep: str, metric: str | None, name: Hashable,
+    analyse: Callable[[pd.DataFrame, str, str], Any]
 ) -> Any:
     """analyse(trials, metric name, mode) on the sweep's trials (value in METRIC_COLUMN), kept until the sweep
     changes; 422 for a metric no trial reported."""
@@ -40,8 +40,8 @@ def _analysed(
         trials, metric_name, mode = frame
         if metric is not None and not {f"{metric}.final", f"{metric}.best"} & set(trials.columns):
             reported = sorted({column.rpartition(".")[0] for column in trials.columns if column.endswith(".best")})
-            raise HTTPException(
-                422, f"metric {metric!r} is not reported in sweep {sweep!r} (reported: {', '.join(reported) or 'none yet'})"
+            raise InvalidQuery(
+                f"metric {metric!r} is not reported in sweep {sweep!r} (reported: {', '.join(reported) or 'none yet'})"
             )
         # Analyses copy the rows they keep: carrying only the columns they read keeps that cheap.
         return analyse(trials[["id", *ALLOCATION_COLUMNS, METRIC_COLUMN]], metric_name, mode)
@@ -74,20 +74,20 @@ def frontier(
     kind: FrontierQuery = "auto",
     cost: Annotated[Cost, Query(description="The cost axis of a Pareto frontier")] = "params_total",
     aggregate_seeds: AggregateSeeds = True,
-) -> dict[str, Any]:
-    def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> dict[str, Any]:
+) -> FrontierOut:
+    def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> FrontierOut:
         answer = {"sweep": name, "metric": metric_name, "mode": mode, "kind": "pareto", "cost": cost,
                   "aggregate_seeds": aggregate_seeds, "points": []}
         rows = finite_rows(trials, [METRIC_COLUMN])
         if rows.empty:
-            return answer
+            return FrontierOut(**answer)
         if not aggregate_seeds:
             points = pareto_frontier(rows, cost, METRIC_COLUMN, mode)
         else:
             answer["kind"], points = frontier_rows(rows, METRIC_COLUMN, mode, kind, cost, ALLOCATION)
         if answer["kind"] == "per_budget":
             answer["cost"] = "budget"
-        return answer | {"points": _records(points, VALUE_NAMES)}
+        return FrontierOut(**answer | {"points": _records(points, VALUE_NAMES)})
 
     return _analysed(frames, name, metric, ("frontier", kind, cost, aggregate_seeds), analyse)
 
@@ -97,11 +97,11 @@ def frontier(
 def optimum(
     name: SweepName, frames: Frames, metric: MetricQuery = None, aggregate_seeds: AggregateSeeds = True,
     n_bootstrap: BootstrapQuery = 200, seed: SeedQuery = 0,
-) -> dict[str, Any]:
-    def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> dict[str, Any]:
+) -> OptimumOut:
+    def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> OptimumOut:
         answer = {"sweep": name, "metric": metric_name, "mode": mode, "aggregate_seeds": aggregate_seeds, "budgets": []}
         if trials[METRIC_COLUMN].notna().sum() == 0 or trials["budget"].notna().sum() == 0:
-            return answer
+            return OptimumOut(**answer)
         table = per_budget_optimum(trials, METRIC_COLUMN, mode, aggregate_seeds, config_columns=ALLOCATION)
         located = {o.budget: o.to_dict() for o in locate_optima(
             trials, METRIC_COLUMN, mode, config_columns=ALLOCATION, n_bootstrap=n_bootstrap, seed=seed).optima}
@@ -120,7 +120,7 @@ def optimum(
                 "n_allocations": best["n_allocations"],
                 "gap": best["gap"],
             })
-        return answer
+        return OptimumOut(**answer)
 
     return _analysed(frames, name, metric, ("optimum", aggregate_seeds, n_bootstrap, seed), analyse)
 
@@ -130,17 +130,18 @@ def _law_reports(trials: pd.DataFrame, metric_name: str, mode: str, laws: tuple[
 
 
 @router.get("/{name}/laws", response_model=LawsOut,
-            summary="Every law: frontier, allocation N*/k_e*/d_m*(P), surface, tradeoff model; and why any cannot be fitted")
+            summary="Every law: frontier, allocation N*/k_e*/d_m*(P), surface, tradeoff model; "
+                    "and why any cannot be fitted")
 def laws(
     name: SweepName, frames: Frames, metric: MetricQuery = None,
     budget: Annotated[PositiveBudget | None, Query(description="Also predict the optimum at this budget")] = None,
     frontier: FrontierQuery = "auto", n_bootstrap: BootstrapQuery = 200, seed: SeedQuery = 0,
-) -> dict[str, Any]:
-    def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> dict[str, Any]:
+) -> LawsOut:
+    def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> LawsOut:
         reports, refused = _law_reports(trials, metric_name, mode, LAWS, budget=budget, frontier=frontier,
                                         n_bootstrap=n_bootstrap, seed=seed)
-        return {"sweep": name, "metric": metric_name, "mode": mode,
-                "laws": [_law_out(name, report) for report in reports], "refused": refused}
+        return LawsOut(sweep=name, metric=metric_name, mode=mode,
+                       laws=[_law_out(name, report) for report in reports], refused=refused)
 
     return _analysed(frames, name, metric, ("laws", budget, frontier, n_bootstrap, seed), analyse)
 
@@ -156,8 +157,8 @@ def law(
     metric: MetricQuery = None,
     budget: Annotated[PositiveBudget | None, Query(description="Also predict the optimum at this budget")] = None,
     frontier: FrontierQuery = "auto", n_bootstrap: BootstrapQuery = 200, seed: SeedQuery = 0,
-) -> dict[str, Any]:
-    def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> dict[str, Any]:
+) -> LawOut:
+    def analyse(trials: pd.DataFrame, metric_name: str, mode: str) -> LawOut:
         reports, refused = _law_reports(trials, metric_name, mode, (law,), budget=budget, frontier=frontier,
                                         n_bootstrap=n_bootstrap, seed=seed)
         if refused:
@@ -167,5 +168,5 @@ def law(
     return _analysed(frames, name, metric, ("law", law, budget, frontier, n_bootstrap, seed), analyse)
 
 
-def _law_out(sweep: str, report) -> dict[str, Any]:
-    return {"sweep": sweep, **report.to_dict()}
+def _law_out(sweep: str, report) -> LawOut:
+    return LawOut(**{"sweep": sweep, **report.to_dict()})

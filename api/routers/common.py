@@ -1,4 +1,4 @@
-"""Path parameters and helpers shared by the routers."""
+"""Path parameters shared by the routers."""
 
 from __future__ import annotations
 
@@ -7,14 +7,6 @@ from typing import Annotated
 from fastapi import Path
 
 from api.schemas import PRINTABLE
-from resultsdb import NotFound, ResultsStore, SweepInfo
 
 SweepName = Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE, description="The sweep's name")]
 TrialId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$", description="The trial's id (hex)")]
-
-
-def existing_sweep(store: ResultsStore, name: str) -> SweepInfo:
-    sweep = store.get_sweep(name)
-    if sweep is None:
-        raise NotFound(f"sweep {name!r} does not exist")
-    return sweep

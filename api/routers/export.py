@@ -83,7 +83,8 @@ def export(
     frames: Frames,
     format: Annotated[Literal["csv", "parquet", "arrow"], Query(description="File format")] = "csv",
 ) -> StreamingResponse:
-    table = frames.derived(name, None, "arrow table", lambda frame: pa.Table.from_pandas(frame[0], preserve_index=False))
+    table = frames.derived(name, None, "arrow table",
+                           lambda frame: pa.Table.from_pandas(frame.trials, preserve_index=False))
     filename = re.sub(r"[^A-Za-z0-9._-]", "_", name) + f".{format}"
     return StreamingResponse(
         stream_table(table, format),

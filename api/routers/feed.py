@@ -14,7 +14,6 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Store, get_settings, require_reader
 from api.errors import ERROR_RESPONSES
-from api.routers.common import existing_sweep
 from api.schemas import INT64_MAX, PRINTABLE, EventOut
 from api.settings import ApiSettings
 from resultsdb import EventInfo, ResultsStore
@@ -30,13 +29,14 @@ SSE_MESSAGE_SCHEMA = {
     "properties": {
         "id": {"type": "string", "description": "The event id"},
         "event": {"type": "string", "description": "The event kind"},
-        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": EventOut.model_json_schema()},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": EventOut.model_json_schema()},
     },
 }
 
 
 def sse_message(event: EventInfo) -> str:
-    data = EventOut.model_validate(event, from_attributes=True).model_dump_json()
+    data = EventOut.model_validate(event).model_dump_json()
     return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
 
 
@@ -83,10 +83,14 @@ async def feed(
     request: Request,
     store: Store,
     settings: Annotated[ApiSettings, Depends(get_settings)],
-    sweep: Annotated[str | None, Query(min_length=1, max_length=200, pattern=PRINTABLE, description="Only this sweep's events")] = None,
-    after: Annotated[int, Query(ge=0, le=INT64_MAX, description="Start after this event id (Last-Event-ID wins when sent)")] = 0,
-    max_events: Annotated[int | None, Query(ge=1, le=1_000_000, description="End the stream after this many events")] = None,
-    timeout: Annotated[float, Query(ge=0, le=MAX_STREAM_S, description="End the stream after this many seconds")] = 300.0,
+    sweep: Annotated[str | None, Query(min_length=1, max_length=200, pattern=PRINTABLE,
+                                       description="Only this sweep's events")] = None,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX,
+                                description="Start after this event id (Last-Event-ID wins when sent)")] = 0,
+    max_events: Annotated[int | None, Query(ge=1, le=1_000_000,
+                                            description="End the stream after this many events")] = None,
+    timeout: Annotated[float, Query(ge=0, le=MAX_STREAM_S,
+                                    description="End the stream after this many seconds")] = 300.0,
     last_event_id: Annotated[str | None, Header(max_length=32, description="Resume after this event id")] = None,
 ) -> StreamingResponse:
     if last_event_id is not None:
@@ -94,7 +98,7 @@ async def feed(
             raise HTTPException(422, f"Last-Event-ID {last_event_id!r}: expected an event id (a whole number)")
         after = int(last_event_id)
     if sweep is not None:
-        await run_in_threadpool(existing_sweep, store, sweep)
+        await run_in_threadpool(store.find_sweep, sweep)  # 404 for an unknown sweep rather than an empty stream
     stream = event_stream(
         request, store, after=after, sweep=sweep, max_events=max_events, timeout_s=timeout, poll_s=settings.feed_poll_s
     )

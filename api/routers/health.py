@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import Store
 from api.schemas import HealthOut
-from resultsdb import DatabaseUnavailable, migrate
+from resultsdb import DatabaseUnavailable, schema_head, schema_revision
 
 router = APIRouter(tags=["health"])
 
@@ -19,10 +19,10 @@ router = APIRouter(tags=["health"])
     responses={503: {"model": HealthOut, "description": "Database unreachable or not migrated"}},
 )
 def healthz(store: Store) -> JSONResponse:
-    head = migrate.head()
+    head = schema_head()
     url = store.engine.url.render_as_string(hide_password=False)
     try:
-        revision = migrate.current(url)
+        revision = schema_revision(url)
     except DatabaseUnavailable as error:
         return _answer(503, HealthOut(status="unavailable", detail=str(error), revision=None, head=head))
     if revision != head:

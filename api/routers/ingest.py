@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import ValidationError
@@ -16,8 +16,7 @@ from api.errors import ERROR_RESPONSES, ErrorDetail, describe_validation_errors
 from api.frames import SweepFrames
 from api.routers.common import SweepName
 from api.schemas import PRINTABLE, IngestOut, IngestRequest, IngestRow
-from resultsdb import ConflictError, ResultsStore
-from resultsdb.models import ALLOCATION_COLUMNS
+from resultsdb import ALLOCATION_COLUMNS, ConflictError, MetricMode, ResultsStore
 
 router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES)
 
@@ -108,7 +107,8 @@ def _parse_rows(body: bytes, content_type: str) -> list[IngestRow]:
     raise HTTPException(415, f"Content-Type {content_type!r}: send {JSON_MEDIA_TYPE} or {CSV_MEDIA_TYPE}")
 
 
-def _ensure_sweep(store: ResultsStore, name: str, declared: dict[str, str | None], metric_modes: dict[str, str]) -> bool:
+def _ensure_sweep(store: ResultsStore, name: str, declared: dict[str, str | None],
+                  metric_modes: dict[str, str]) -> bool:
     """Create the sweep from the declared task, metric and mode, or check them against the existing one."""
     existing = store.get_sweep(name)
     if existing is not None:
@@ -118,7 +118,8 @@ def _ensure_sweep(store: ResultsStore, name: str, declared: dict[str, str | None
         return False
     missing = [field for field, value in declared.items() if value is None]
     if missing:
-        raise HTTPException(422, f"sweep {name!r} does not exist; to create it, give query parameter(s) {', '.join(missing)}")
+        raise HTTPException(422, f"sweep {name!r} does not exist; to create it, give query parameter(s) "
+                                 f"{', '.join(missing)}")
     spec_text = json.dumps({"source": "ingest", "name": name, **declared, "metric_modes": metric_modes}, sort_keys=True)
     store.create_sweep(name, spec_text=spec_text, metric_modes=metric_modes, **declared)
     return True
@@ -143,7 +144,7 @@ def _metric_modes(text: str | None) -> dict[str, str]:
     modes = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         metric, _, mode = item.partition(":")
-        if mode not in ("min", "max") or not metric:
+        if mode not in set(MetricMode) or not metric:
             raise HTTPException(422, f"metric_modes item {item!r}: expected <metric>:min or <metric>:max")
         modes[metric] = mode
     return modes
@@ -164,10 +165,13 @@ async def ingest(
     store: Store,
     frames: Frames,
     _writer: Writer,
-    task: Annotated[str | None, Query(min_length=1, max_length=100, pattern=PRINTABLE, description="Task of a new sweep")] = None,
-    metric: Annotated[str | None, Query(min_length=1, max_length=100, pattern=PRINTABLE, description="Metric of a new sweep")] = None,
-    mode: Annotated[Literal["min", "max"] | None, Query(description="Whether lower or higher `metric` is better")] = None,
-    metric_modes: Annotated[str | None, Query(max_length=2000, description="Other metrics' modes: `accuracy:max,loss:min`")] = None,
+    task: Annotated[str | None, Query(min_length=1, max_length=100, pattern=PRINTABLE,
+                                      description="Task of a new sweep")] = None,
+    metric: Annotated[str | None, Query(min_length=1, max_length=100, pattern=PRINTABLE,
+                                        description="Metric of a new sweep")] = None,
+    mode: Annotated[MetricMode | None, Query(description="Whether lower or higher `metric` is better")] = None,
+    metric_modes: Annotated[str | None, Query(max_length=2000,
+                                              description="Other metrics' modes: `accuracy:max,loss:min`")] = None,
 ) -> IngestOut:
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     rows = _parse_rows(await _read_body(request), content_type)

@@ -5,48 +5,44 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
-from api.deps import Frames, Store, require_reader
+from api.deps import Frames, Store, SweepDep, require_reader
 from api.errors import ERROR_RESPONSES
 from api.filters import FILTER_SYNTAX, documented_filter_parameters, parse_filters, resolve_field
-from api.routers.common import SweepName, existing_sweep
 from api.frames import SweepFrames
 from api.schemas import SweepDetail, SweepOut, TrialPageOut
-from resultsdb import SweepInfo
-from resultsdb.frames import METRIC_COLUMN
-from resultsdb.queries import DEFAULT_FIELDS
+from resultsdb import FINISHED_TRIAL_STATUSES, METRIC_COLUMN, InvalidQuery, MetricMode, SweepInfo
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], dependencies=[Depends(require_reader)], responses=ERROR_RESPONSES)
 
-FINISHED_STATUSES = ("completed", "failed", "stopped_early")
 MAX_PAGE_SIZE = 1000
 PAGE_PARAMETERS = {"sort", "fields", "limit", "cursor"}
 
 
-def _overview(sweep: SweepInfo, frames: SweepFrames) -> dict:
+def _overview(sweep: SweepInfo, frames: SweepFrames, schema: type[SweepOut] = SweepOut) -> SweepOut:
     trials, _, mode = frames.metric_frame(sweep.name)
     values = trials[METRIC_COLUMN].dropna()
-    best = None if values.empty else float(values.min() if mode == "min" else values.max())
+    best = None if values.empty else float(values.min() if mode == MetricMode.MIN else values.max())
     total = sum(sweep.trial_counts.values())
-    finished = sum(sweep.trial_counts.get(status, 0) for status in FINISHED_STATUSES)
-    return {
+    finished = sum(count for status, count in sweep.trial_counts.items() if status in FINISHED_TRIAL_STATUSES)
+    return schema(
         **asdict(sweep),
-        "trials_total": total,
-        "progress": finished / total if total else 0.0,
-        "best": best,
-        "budgets": sorted(int(budget) for budget in trials["budget"].dropna().unique()),
-    }
+        trials_total=total,
+        progress=finished / total if total else 0.0,
+        best=best,
+        budgets=sorted(int(budget) for budget in trials["budget"].dropna().unique()),
+    )
 
 
 @router.get("", response_model=list[SweepOut], summary="All sweeps with trial counts, best metric and budgets")
-def list_sweeps(store: Store, frames: Frames) -> list[dict]:
+def list_sweeps(store: Store, frames: Frames) -> list[SweepOut]:
     return [_overview(sweep, frames) for sweep in store.list_sweeps()]
 
 
 @router.get("/{name}", response_model=SweepDetail, summary="One sweep: spec, status, progress")
-def get_sweep(name: SweepName, store: Store, frames: Frames) -> dict:
-    return _overview(existing_sweep(store, name), frames)
+def get_sweep(sweep: SweepDep, frames: Frames) -> SweepDetail:
+    return _overview(sweep, frames, SweepDetail)
 
 
 @router.get(
@@ -67,7 +63,7 @@ device, created_at, started_at, ended_at, status_at, config).
     openapi_extra={"parameters": documented_filter_parameters()},
 )
 def list_trials(
-    name: SweepName,
+    sweep: SweepDep,
     request: Request,
     store: Store,
     sort: Annotated[str, Query(max_length=200, description="Field to sort by; prefix - for descending")] = "id",
@@ -75,24 +71,19 @@ def list_trials(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size")] = 100,
     cursor: Annotated[str | None, Query(max_length=2000, description="next_cursor of the previous page")] = None,
 ) -> TrialPageOut:
-    sweep = existing_sweep(store, name)
     where = parse_filters(request.query_params.multi_items(), PAGE_PARAMETERS, sweep.metric)
     field_list = None
     if fields is not None:
         field_list = [resolve_field(field.strip(), sweep.metric) for field in fields.split(",") if field.strip()]
         if not field_list:
-            raise HTTPException(422, "fields: name at least one column")
+            raise InvalidQuery("fields: name at least one column")
     sort_field = resolve_field(sort.removeprefix("-"), sweep.metric)
-    try:
-        page = store.query_trials(
-            name,
-            where=where,
-            sort=("-" if sort.startswith("-") else "") + sort_field,
-            fields=field_list,
-            limit=limit,
-            cursor=cursor,
-        )
-    except ValueError as error:  # an unknown field or sort, a malformed cursor: the store names it
-        raise HTTPException(422, str(error)) from None
-    returned_fields = list(dict.fromkeys(field_list or DEFAULT_FIELDS))
-    return TrialPageOut(sweep=name, fields=returned_fields, rows=page.rows, next_cursor=page.next_cursor)
+    page = store.query_trials(
+        sweep.name,
+        where=where,
+        sort=("-" if sort.startswith("-") else "") + sort_field,
+        fields=field_list,
+        limit=limit,
+        cursor=cursor,
+    )
+    return TrialPageOut(sweep=sweep.name, fields=page.fields, rows=page.rows, next_cursor=page.next_cursor)

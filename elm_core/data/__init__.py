@@ -50,9 +50,11 @@ def _shd(digits_per_example: int) -> _Loader:
         bin_s = float(options.get("bin_ms", 2.0)) / 1000.0
         duration_s = float(options.get("duration_s", 1.0))
         if bin_s <= 0 or duration_s < bin_s:
-            raise DatasetError(f"task '{name}': need 0 < bin_ms/1000 <= duration_s, got bin_ms={bin_s * 1000}, duration_s={duration_s}")
+            raise DatasetError(f"task '{name}': need 0 < bin_ms/1000 <= duration_s, got bin_ms={bin_s * 1000}, "
+                               f"duration_s={duration_s}")
         train, test = (
-            read_shd(shd_file(directory, split, options.get("url", SHD_URL), options.get("download", True)), bin_s, duration_s)
+            read_shd(shd_file(directory, split, options.get("url", SHD_URL), options.get("download", True)),
+                     bin_s, duration_s)
             for split in ("train", "test")
         )
         n_classes = SHD_CLASSES if digits_per_example == 1 else ADDING_CLASSES
@@ -127,7 +129,8 @@ def load_task(name: str, options: dict | None = None, seed: int = 0) -> Task:
     options = options or {}
     unknown = sorted(set(options) - loader.options)
     if unknown:
-        raise DatasetError(f"task '{name}' has no option {', '.join(map(repr, unknown))} (known: {', '.join(sorted(loader.options))})")
+        raise DatasetError(f"task '{name}' has no option {', '.join(map(repr, unknown))} "
+                           f"(known: {', '.join(sorted(loader.options))})")
     return loader.load(name, options, seed)
 
 

@@ -27,7 +27,8 @@ def shd_file(directory: Path, split: str, url: str = SHD_URL, allow_download: bo
     packed = directory / f"shd_{split}.h5.gz"
     if not packed.exists():
         if not allow_download:
-            raise DatasetUnavailable(f"{packed.name} not found in {directory}; put shd_{split}.h5(.gz) there or allow download")
+            raise DatasetUnavailable(f"{packed.name} not found in {directory}; put shd_{split}.h5(.gz) there "
+                                     "or allow download")
         _download_packed(packed, url)
     _check_published_md5(packed)
     _gunzip(packed, plain)
@@ -84,14 +85,17 @@ def read_shd(path: Path, bin_s: float, duration_s: float) -> SpikeDigits:
         with h5py.File(path, "r") as handle:
             missing = [name for name in SHD_DATASETS if name not in handle]
             if missing:
-                raise DatasetCorrupt(f"{path} lacks dataset(s) {', '.join(missing)}; an SHD file has {', '.join(SHD_DATASETS)}")
+                raise DatasetCorrupt(f"{path} lacks dataset(s) {', '.join(missing)}; "
+                                     f"an SHD file has {', '.join(SHD_DATASETS)}")
             times, units, labels = (handle[name][()] for name in SHD_DATASETS)
     except OSError as error:
         raise DatasetCorrupt(f"{path} is not a readable HDF5 file ({error})") from error
     except TypeError as error:
-        raise DatasetCorrupt(f"{path}: {', '.join(SHD_DATASETS)} must be datasets of per-sample arrays ({error})") from error
+        raise DatasetCorrupt(f"{path}: {', '.join(SHD_DATASETS)} must be datasets of per-sample arrays "
+                             f"({error})") from error
     if not (len(times) == len(units) == len(labels)):
-        raise DatasetCorrupt(f"{path}: spikes/times, spikes/units and labels have {len(times)}, {len(units)}, {len(labels)} rows")
+        raise DatasetCorrupt(f"{path}: spikes/times, spikes/units and labels have "
+                             f"{len(times)}, {len(units)}, {len(labels)} rows")
     spike_counts = np.array([len(row) for row in times], dtype=np.int64)
     if not np.array_equal(spike_counts, [len(row) for row in units]):
         raise DatasetCorrupt(f"{path}: spikes/times and spikes/units differ in length for some sample")

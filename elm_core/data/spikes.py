@@ -22,7 +22,8 @@ class SpikeDigits:
 
     @classmethod
     def from_spikes(
-        cls, sample_of_spike: np.ndarray, step: np.ndarray, channel: np.ndarray, labels: np.ndarray, n_steps: int, n_channels: int
+        cls, sample_of_spike: np.ndarray, step: np.ndarray, channel: np.ndarray, labels: np.ndarray,
+        n_steps: int, n_channels: int
     ) -> "SpikeDigits":
         """Bin per-spike (sample, time step, channel) arrays, dropping spikes outside [0, n_steps).
 

@@ -103,7 +103,8 @@ class LanguageModelTask(Task):
         ids = self.splits[split]
         stream_len = (len(ids) - 1 - offset) // batch_size
         if stream_len < 1:
-            raise DatasetError(f"split '{split}' of task '{self.name}' has {len(ids)} ids, too few for {batch_size} streams")
+            raise DatasetError(f"split '{split}' of task '{self.name}' has {len(ids)} ids, "
+                               f"too few for {batch_size} streams")
         span = batch_size * stream_len
         inputs = ids[offset : offset + span].reshape(batch_size, stream_len)
         targets = ids[offset + 1 : offset + 1 + span].reshape(batch_size, stream_len)
@@ -183,7 +184,8 @@ class SpikeClassificationTask(Task):
         seq_len is ignored: the binning fixes the number of time steps.
         """
         if len(self.train_pool) < batch_size:
-            raise DatasetError(f"task '{self.name}' has {len(self.train_pool)} training samples, fewer than batch_size {batch_size}")
+            raise DatasetError(f"task '{self.name}' has {len(self.train_pool)} training samples, "
+                               f"fewer than batch_size {batch_size}")
         rng = np.random.default_rng(seed)
         epoch, skip = 0, start_step
         while True:

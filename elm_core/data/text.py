@@ -35,7 +35,8 @@ def enwik8_splits(options: dict) -> dict[str, np.ndarray]:
     expected_md5 = options.get("expected_md5", ENWIK8_MD5 if expected_size == ENWIK8_BYTES else None)
     raw, archive = directory / ENWIK8_MEMBER, directory / "enwik8.zip"
     if not raw.exists() and not archive.exists():
-        where = f"put enwik8.zip or the raw {expected_size:,}-byte enwik8 file in {directory} (or set ELMSCALE_DATA_DIR)"
+        where = (f"put enwik8.zip or the raw {expected_size:,}-byte enwik8 file in {directory} "
+                 "(or set ELMSCALE_DATA_DIR)")
         if not options.get("download", True):
             raise DatasetUnavailable(f"enwik8 not found in {directory}; {where}")
         url = options.get("url", ENWIK8_URL)
@@ -63,7 +64,8 @@ def _read_zip(path: Path, expected_size: int) -> bytes:
     try:
         with zipfile.ZipFile(path) as archive:
             if ENWIK8_MEMBER not in archive.namelist():
-                raise DatasetCorrupt(f"{path} has no member '{ENWIK8_MEMBER}' (members: {', '.join(archive.namelist()) or 'none'})")
+                raise DatasetCorrupt(f"{path} has no member '{ENWIK8_MEMBER}' "
+                                     f"(members: {', '.join(archive.namelist()) or 'none'})")
             size = archive.getinfo(ENWIK8_MEMBER).file_size
             if size != expected_size:
                 raise DatasetCorrupt(f"{path}: member '{ENWIK8_MEMBER}' has {size:,} bytes, expected {expected_size:,}")

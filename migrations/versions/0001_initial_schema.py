@@ -65,14 +65,16 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('sweep_id', sa.Integer(), nullable=True),
-    sa.Column('trial_id', sa.String(length=32).with_variant(sa.String(length=32, collation='C'), 'postgresql'), nullable=True),
+    sa.Column('trial_id', sa.String(length=32).with_variant(sa.String(length=32, collation='C'), 'postgresql'),
+              nullable=True),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['sweep_id'], ['sweep.id'], name=op.f('fk_event_sweep_id_sweep'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_event'))
     )
     op.create_index(op.f('ix_event_sweep_id_id'), 'event', ['sweep_id', 'id'], unique=False)
     op.create_table('trial',
-    sa.Column('id', sa.String(length=32).with_variant(sa.String(length=32, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('id', sa.String(length=32).with_variant(sa.String(length=32, collation='C'), 'postgresql'),
+              nullable=False),
     sa.Column('sweep_id', sa.Integer(), nullable=False),
     sa.Column('budget', sa.BigInteger(), nullable=True),
     sa.Column('n_hidden', sa.Integer(), nullable=False),
@@ -102,16 +104,20 @@ def upgrade() -> None:
     for column in TRIAL_INDEXED_COLUMNS:
         op.create_index(op.f(f'ix_trial_sweep_id_{column}'), 'trial', ['sweep_id', column], unique=False)
     op.create_table('metric_series',
-    sa.Column('trial_id', sa.String(length=32).with_variant(sa.String(length=32, collation='C'), 'postgresql'), nullable=False),
-    sa.Column('metric', sa.String(length=100).with_variant(sa.String(length=100, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('trial_id', sa.String(length=32).with_variant(sa.String(length=32, collation='C'), 'postgresql'),
+              nullable=False),
+    sa.Column('metric', sa.String(length=100).with_variant(sa.String(length=100, collation='C'), 'postgresql'),
+              nullable=False),
     sa.Column('step', sa.Integer(), nullable=False),
     sa.Column('value', sa.Double(), nullable=True),
     sa.Column('wall_time', sa.Double(), nullable=False),
     sa.PrimaryKeyConstraint('trial_id', 'metric', 'step', name=op.f('pk_metric_series'))
     )
     op.create_table('trial_summary',
-    sa.Column('trial_id', sa.String(length=32).with_variant(sa.String(length=32, collation='C'), 'postgresql'), nullable=False),
-    sa.Column('metric', sa.String(length=100).with_variant(sa.String(length=100, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('trial_id', sa.String(length=32).with_variant(sa.String(length=32, collation='C'), 'postgresql'),
+              nullable=False),
+    sa.Column('metric', sa.String(length=100).with_variant(sa.String(length=100, collation='C'), 'postgresql'),
+              nullable=False),
     sa.Column('last_step', sa.Integer(), nullable=True),
     sa.Column('last_value', sa.Double(), nullable=True),
     sa.Column('last_wall_time', sa.Double(), nullable=True),
@@ -120,7 +126,8 @@ def upgrade() -> None:
     sa.Column('best_value', sa.Double(), nullable=True),
     sa.Column('best_step', sa.Integer(), nullable=True),
     sa.Column('final_value', sa.Double(), nullable=True),
-    sa.ForeignKeyConstraint(['trial_id'], ['trial.id'], name=op.f('fk_trial_summary_trial_id_trial'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['trial_id'], ['trial.id'], name=op.f('fk_trial_summary_trial_id_trial'),
+                            ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('trial_id', 'metric', name=op.f('pk_trial_summary'))
     )
 

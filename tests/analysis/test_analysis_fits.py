@@ -8,12 +8,26 @@ import pandas as pd
 import pytest
 
 from analysis import (
-    FitError, fit_allocation_law, fit_allocation_laws, fit_frontier_law, fit_surface, fit_tradeoff,
-    predict_allocation, predict_tradeoff_allocation,
+    FitError,
+    fit_allocation_law,
+    fit_allocation_laws,
+    fit_frontier_law,
+    fit_surface,
+    fit_tradeoff,
+    predict_allocation,
+    predict_tradeoff_allocation,
 )
 from analysis.synthetic import (
-    D_M_LAW_TRUTH, FRONTIER_TRUTH, K_C, SURFACE_TRUTH, TRADEOFF_TRUTH, cost_model, frontier_truth,
-    surface_truth, synthetic_sweep, tradeoff_truth,
+    D_M_LAW_TRUTH,
+    FRONTIER_TRUTH,
+    K_C,
+    SURFACE_TRUTH,
+    TRADEOFF_TRUTH,
+    cost_model,
+    frontier_truth,
+    surface_truth,
+    synthetic_sweep,
+    tradeoff_truth,
 )
 
 FAST = {"metric": "metric", "mode": "min", "n_bootstrap": 150}
@@ -47,7 +61,8 @@ def test_frontier_law_for_a_metric_to_maximise():
     assert_recovers(fit_frontier_law(trials, metric="metric", mode="max", frontier="pareto", n_bootstrap=150), truth)
     per_budget = fit_frontier_law(trials, metric="metric", mode="max", n_bootstrap=150)
     assert per_budget.frontier == "per_budget" and per_budget.cost == "budget"
-    assert per_budget.alpha.contains(truth["alpha"]) and per_budget.alpha.value == pytest.approx(truth["alpha"], abs=0.05)
+    assert (per_budget.alpha.contains(truth["alpha"])
+            and per_budget.alpha.value == pytest.approx(truth["alpha"], abs=0.05))
     assert per_budget.E.value == pytest.approx(truth["E"], rel=0.01)
 
 
@@ -115,7 +130,8 @@ def test_tradeoff_fits_connectivity_exponent_when_k_c_varies():
     from analysis.tradeoff import tradeoff_metric
     parts = []
     for k_c in (30.0, 100.0, 300.0):
-        part = synthetic_sweep(lambda P, n, k, d: tradeoff_metric(params, n, k, np.full_like(k, k_c), "min")[0],
+        part = synthetic_sweep(lambda P, n, k, d, k_c=k_c:
+                                   tradeoff_metric(params, n, k, np.full_like(k, k_c), "min")[0],
                                noise=0.003, seeds=2, rng_seed=int(k_c))
         parts.append(part.assign(k_c=k_c, trial_id=part["trial_id"] + f"-{k_c}"))
     fit = fit_tradeoff(pd.concat(parts, ignore_index=True), **FAST)

@@ -1,6 +1,5 @@
 """Next-sweep suggestion and figure files."""
 
-import numpy as np
 import pytest
 import yaml
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from apitesting import add_finished, allocation, create_sweep, seeded_budget_sweep
-from conftest import API
+from apitesting import API
+from store_helpers import add_finished, allocation, create_sweep, seeded_budget_sweep
 
 
 def test_frontier_of_a_fixed_budget_sweep_is_each_budgets_best(client, store):

@@ -8,10 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from apitesting import seeded_budget_sweep
-from conftest import API
-
-from resultsdb.frames import metric_frame
+from apitesting import API
+from store_helpers import seeded_budget_sweep
 
 
 @pytest.fixture
@@ -19,7 +17,7 @@ def expected(store) -> pd.DataFrame:
     trial_ids = seeded_budget_sweep(store)
     store.write_results([(trial_ids[0], step, {"bpc": 2.5 - step / 10, "loss": 1.0}, float(step)) for step in range(5)])
     store.set_trial_status(trial_ids[1], "failed", error="diverged, said the trainer")
-    return metric_frame(store, "budgets")[0]
+    return store.metric_frame("budgets").trials
 
 
 def download(client, file_format: str) -> bytes:

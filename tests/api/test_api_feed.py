@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from apitesting import add_finished, allocation, create_sweep, sse_events
-from conftest import API
+from apitesting import API, sse_events
+from store_helpers import add_finished, allocation, create_sweep
 
 
 def read_feed(client, query: str, headers: dict | None = None) -> list[dict]:

@@ -7,7 +7,6 @@ import re
 
 import pytest
 import schemathesis
-from apitesting import seeded_budget_sweep
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -15,6 +14,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from store_helpers import seeded_budget_sweep
 
 from api.app import API_PREFIX as API
 from api.app import create_app
@@ -23,7 +23,8 @@ from resultsdb import ResultsStore, migrate
 
 PATHS = [
     "/sweeps", "/sweeps/{name}", "/sweeps/{name}/trials", "/sweeps/{name}/frontier", "/sweeps/{name}/optimum",
-    "/sweeps/{name}/laws", "/sweeps/{name}/laws/{law}", "/sweeps/{name}/export", "/trials/{trial_id}", "/trials/{trial_id}/series", "/feed",
+    "/sweeps/{name}/laws", "/sweeps/{name}/laws/{law}", "/sweeps/{name}/export", "/trials/{trial_id}",
+    "/trials/{trial_id}/series", "/feed",
     "/sweeps/{name}/results", "/healthz",
 ]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

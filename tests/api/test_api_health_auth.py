@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import API, make_client
+from apitesting import API, make_client
 
 from resultsdb import ResultsStore
 

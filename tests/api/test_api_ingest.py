@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import API
+from apitesting import API
 
 CREATE = "task=shd_adding&metric=accuracy&mode=max"
 ROW = {"budget": 100_000, "n_hidden": 96, "d_m": 5, "d_mlp": 10, "l_mlp": 1, "d_tree": 30, "d_branch": 10,
@@ -24,7 +24,9 @@ def test_json_rows_create_the_sweep_and_completed_trials_with_final_values(clien
     assert answer.status_code == 200, answer.text
     assert answer.json()["created_sweep"] is True and answer.json()["trials"] == 2
     sweep = store.get_sweep("published")
-    assert (sweep.task, sweep.metric, sweep.mode, sweep.trial_counts) == ("shd_adding", "accuracy", "max", {"completed": 2})
+    assert (sweep.task, sweep.metric, sweep.mode, sweep.trial_counts) == (
+        "shd_adding", "accuracy", "max", {"completed": 2}
+    )
     frontier = client.get(f"{API}/sweeps/published/frontier?aggregate_seeds=false").json()["points"]
     assert [point["value"] for point in frontier] == [0.9]
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from apitesting import add_finished, allocation, create_sweep
-from conftest import API
+from apitesting import API
+from store_helpers import add_finished, allocation, create_sweep
 
 from analysis.synthetic import (
-    D_M_LAW_TRUTH, FRONTIER_TRUTH, K_C, SURFACE_TRUTH, TRADEOFF_TRUTH, frontier_truth, surface_truth,
-    synthetic_sweep, tradeoff_truth,
+    D_M_LAW_TRUTH,
+    FRONTIER_TRUTH,
+    K_C,
+    SURFACE_TRUTH,
+    TRADEOFF_TRUTH,
+    frontier_truth,
+    surface_truth,
+    synthetic_sweep,
+    tradeoff_truth,
 )
 
 BUDGETS = (1e4, 1e5, 1e6, 1e7)

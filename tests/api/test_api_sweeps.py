@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from apitesting import add_finished, allocation, create_sweep, seeded_budget_sweep
-from conftest import API
+from apitesting import API
+from store_helpers import add_finished, allocation, create_sweep, seeded_budget_sweep
 
 
 def test_sweep_list_and_detail_show_counts_best_and_budgets(client, store):
@@ -31,7 +31,8 @@ def grid(store) -> list[str]:
     """12 completed trials: d_m in 2, 4, 8; budgets 1e5..4e5; bpc = 3 - index / 10."""
     create_sweep(store, "grid")
     results = [
-        (allocation(params_total=1000 + index, d_m=(2, 4, 8)[index % 3], budget=100_000 * (1 + index // 3)), 3 - index / 10)
+        (allocation(params_total=1000 + index, d_m=(2, 4, 8)[index % 3], budget=100_000 * (1 + index // 3)),
+         3 - index / 10)
         for index in range(12)
     ]
     return add_finished(store, "grid", results)
@@ -45,7 +46,9 @@ def trials(client, query: str, expected_status: int = 200) -> dict:
 
 def test_filters_on_sets_ranges_status_and_metric_thresholds(client, grid):
     rows = trials(client, "d_m=2,8&budget=1e5..2e5&status=completed&fields=d_m,budget,bpc.final&limit=1000")["rows"]
-    assert sorted((row["d_m"], row["budget"]) for row in rows) == [(2, 100_000), (2, 200_000), (8, 100_000), (8, 200_000)]
+    assert sorted((row["d_m"], row["budget"]) for row in rows) == [
+        (2, 100_000), (2, 200_000), (8, 100_000), (8, 200_000)
+    ]
     low = trials(client, "metric.final=..2.2&fields=id,bpc.final")["rows"]
     assert sorted(row["bpc.final"] for row in low) == pytest.approx([1.9, 2.0, 2.1, 2.2])
     assert trials(client, "status=failed")["rows"] == []

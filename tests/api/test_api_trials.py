@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from apitesting import allocation, create_sweep
-from conftest import API
+from apitesting import API
+from store_helpers import allocation, create_sweep
 
 
 def test_trial_detail_has_allocation_status_and_metric_summaries(client, store):

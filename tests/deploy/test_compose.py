@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import typer
 import yaml
-from ray.scripts.scripts import cli as ray_cli
-
 from fastapi.testclient import TestClient
+from ray.scripts.scripts import cli as ray_cli
 
 from api.app import create_app
 from api.settings import ApiSettings

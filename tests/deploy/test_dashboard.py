@@ -13,14 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import running_api, serve_command
 from fastapi.testclient import TestClient
+from processes import running_api, serve_command
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
+from spec_helpers import tiny_spec
 
 import api.dashboard
 from api.app import create_app
@@ -28,7 +29,6 @@ from api.settings import ApiSettings
 from orchestrator.plan import plan
 from orchestrator.spec import parse_spec
 from resultsdb import ResultsStore, migrate
-from sweeps import tiny_spec
 
 SWEEP = "dashboard_demo"
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"

@@ -6,8 +6,8 @@ import time
 
 import httpx
 import pytest
-from conftest import running_api, serve_command, stop_group
-from sweeps import cli_env, run_cli, start_cli, tiny_spec, write_spec
+from processes import running_api, serve_command, stop_group
+from spec_helpers import cli_env, run_cli, start_cli, tiny_spec, write_spec
 
 SWEEP = "topology"
 POLL_S = 0.5

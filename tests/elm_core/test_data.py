@@ -58,7 +58,8 @@ def write_shd_h5(path: Path, times: list, units: list, labels: list, times_dtype
 
 
 def identifiable_digits(n_digits: int, first_channel: int, seed: int) -> tuple[list, list, list]:
-    """Digit i fires channel first_channel + i in its first 2 ms bin (its identity) plus random spikes on channels >= 600."""
+    """Digit i fires channel first_channel + i in its first 2 ms bin (its identity) plus random spikes on
+    channels >= 600."""
     rng = np.random.default_rng(seed)
     times, units = [], []
     for index in range(n_digits):
@@ -357,7 +358,8 @@ def test_shd_bins_spikes_at_2ms_over_one_second(tmp_path):
     (batch,) = task.eval_batches("test", 8, 0)
     assert batch.inputs.shape == (1, 500, 700) and batch.targets.tolist() == [13]
     steps, channels = np.nonzero(batch.inputs[0].numpy())
-    assert list(zip(steps.tolist(), channels.tolist())) == [(0, 3), (1, 5), (499, 699)]  # two spikes share a bin; >= 1 s dropped
+    # two spikes share a bin; >= 1 s dropped
+    assert list(zip(steps.tolist(), channels.tolist())) == [(0, 3), (1, 5), (499, 699)]
     (coarse,) = load_task("shd", shd_options(tmp_path, bin_ms=4.0), seed=0).eval_batches("test", 8, 0)
     assert coarse.inputs.shape == (1, 250, 700)
 
@@ -434,7 +436,8 @@ def test_shd_missing_offline_says_where_to_put_the_files(tmp_path):
 def test_shd_download_verifies_published_md5(tmp_path, file_server):
     served, base_url = file_server
     write_shd_pair(served, gzipped=True)
-    sums = {name: hashlib.md5((served / name).read_bytes()).hexdigest() for name in ("shd_train.h5.gz", "shd_test.h5.gz")}
+    sums = {name: hashlib.md5((served / name).read_bytes()).hexdigest()
+            for name in ("shd_train.h5.gz", "shd_test.h5.gz")}
     (served / "md5sums.txt").write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
     task = load_task("shd_adding", {"data_dir": str(tmp_path / "ok"), "url": base_url}, seed=0)
     assert task.n_output == 19 and (tmp_path / "ok" / "shd_test.h5").exists()
@@ -466,7 +469,7 @@ def test_shd_adding_labels_are_sum_of_digits_mod_10(tmp_path):
 
 
 def test_shd_adding_validation_is_a_seeded_20_percent_of_training_file(tmp_path):
-    labels = write_shd_pair(tmp_path)
+    write_shd_pair(tmp_path)
 
     def valid_examples(seed):
         task = load_task("shd_adding", shd_options(tmp_path), seed=seed)
@@ -483,7 +486,7 @@ def test_shd_adding_validation_is_a_seeded_20_percent_of_training_file(tmp_path)
 
 
 def test_shd_adding_draws_fresh_training_pairs_each_epoch(tmp_path):
-    labels = write_shd_pair(tmp_path)
+    write_shd_pair(tmp_path)
     task = load_task("shd_adding", shd_options(tmp_path), seed=0)
     n_train = SHD_TRAIN_DIGITS - round(0.2 * SHD_TRAIN_DIGITS)
     per_epoch = n_train // 8

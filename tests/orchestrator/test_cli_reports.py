@@ -6,6 +6,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from spec_helpers import tiny_spec
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -13,8 +14,6 @@ from orchestrator.plan import plan
 from orchestrator.runner import prepare
 from orchestrator.spec import parse_spec
 from resultsdb import ResultsStore
-
-from sweeps import tiny_spec
 
 runner = CliRunner()
 
@@ -91,7 +90,8 @@ def test_fit_json_gives_every_law_with_intervals_and_recovers_the_known_surface(
     surface = laws["surface"]
     for name, truth in (("a", 0.5), ("b", 0.6)):
         estimate = surface["parameters"][name]
-        assert estimate["ci_low"] - 1e-6 <= truth <= estimate["ci_high"] + 1e-6 and abs(estimate["value"] - truth) < 0.05
+        assert (estimate["ci_low"] - 1e-6 <= truth <= estimate["ci_high"] + 1e-6
+                and abs(estimate["value"] - truth) < 0.05)
     assert surface["prediction"]["budget"] == 1e5 and surface["prediction"]["n_hidden"]["value"] > 0
     assert len(surface["snapshot_hash"]) == 64 and surface["curves"]
 
@@ -103,7 +103,8 @@ def test_fit_tables_and_a_law_the_data_cannot_determine(finished_sweep):
     assert result.exit_code == 0, result.output
     assert "surface law" in result.output and "95% interval" in result.output
     wrong = runner.invoke(app, ["fit", "known", "--db", db, "--law", "colour"])
-    assert wrong.exit_code == 2 and "--law must be one of frontier, allocation, surface, tradeoff or all" in wrong.output
+    assert (wrong.exit_code == 2
+            and "--law must be one of frontier, allocation, surface, tradeoff or all" in wrong.output)
 
 
 def test_fit_of_two_budgets_says_in_one_line_what_the_frontier_law_lacks(migrated_db_url):
@@ -112,7 +113,8 @@ def test_fit_of_two_budgets_says_in_one_line_what_the_frontier_law_lacks(migrate
     text = yaml.safe_dump(spec_dict)
     with ResultsStore(migrated_db_url) as store:
         for t in prepare(parse_spec(text), text, store):
-            store.set_trial_status(t.trial_id, "completed", final={"test_bpc": known_loss(t.model.n_hidden, t.params.k_e, 0)})
+            store.set_trial_status(t.trial_id, "completed",
+                                   final={"test_bpc": known_loss(t.model.n_hidden, t.params.k_e, 0)})
     result = runner.invoke(app, ["fit", "two", "--db", migrated_db_url, "--law", "frontier"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
@@ -136,7 +138,8 @@ def test_plot_writes_png_and_svg(finished_sweep, tmp_path):
     result = runner.invoke(app, ["plot", "known", "--out", str(out), "--db", db])
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in out.iterdir())
-    assert files == sorted(f"known_{kind}.{ext}" for kind in ("frontier", "tradeoff", "optimum") for ext in ("png", "svg"))
+    assert files == sorted(f"known_{kind}.{ext}" for kind in ("frontier", "tradeoff", "optimum")
+                           for ext in ("png", "svg"))
     assert all(p.stat().st_size > 1000 for p in out.iterdir())
 
 

@@ -9,15 +9,13 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from spec_helpers import cli_env, expected_steps, run_cli, start_cli, tiny_spec, write_spec
 from sqlalchemy.engine import make_url
+from tcp_proxy import TcpProxy
 
 from resultsdb import ResultsStore, migrate
-
-from sweeps import cli_env, expected_steps, run_cli, start_cli, tiny_spec, write_spec
-from tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 
@@ -175,8 +173,8 @@ def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, postgres_url):
 
 
 def alive_nodes(address: str, env: dict) -> int:
-    probe = ("import ray; ray.init(address='%s', log_to_driver=False); "
-             "print(sum(n['Alive'] for n in ray.nodes()))" % address)
+    probe = (f"import ray; ray.init(address='{address}', log_to_driver=False); "
+             "print(sum(n['Alive'] for n in ray.nodes()))")
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else 0
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from spec_helpers import tiny_spec, write_spec
 from typer.testing import CliRunner
 
 from elm_core.data import TASK_NAMES
@@ -12,8 +13,6 @@ from orchestrator.cli import app
 from orchestrator.plan import plan
 from orchestrator.spec import SpecError, load_spec, parse_spec
 from resultsdb import ResultsStore, migrate
-
-from sweeps import tiny_spec, write_spec
 
 runner = CliRunner()
 
@@ -30,8 +29,10 @@ BAD_SPECS = [
     (broken(metric={"name": "test_bpc", "mode": "lowest"}), "metric.mode"),
     (broken(allocation={"vary": {"d_x": [1, 2]}}), "allocation.vary: unknown axis 'd_x'"),
     (broken(allocation={"vary": {"d_m": []}}), "allocation.vary: axis 'd_m' has no values"),
-    (broken(allocation={"vary": {"d_m": [2]}, "fixed": {"wings": 2}}), "allocation.fixed: unknown model setting 'wings'"),
-    (broken(allocation={"vary": {"d_m": [2]}, "fixed": {"rho_rec": 3}}), "allocation.fixed: ELMConfig.rho_rec must lie in [0, 1], got 3"),
+    (broken(allocation={"vary": {"d_m": [2]}, "fixed": {"wings": 2}}),
+     "allocation.fixed: unknown model setting 'wings'"),
+    (broken(allocation={"vary": {"d_m": [2]}, "fixed": {"rho_rec": 3}}),
+     "allocation.fixed: ELMConfig.rho_rec must lie in [0, 1], got 3"),
     (broken(training={"steps": "many"}), "training"),
     (broken(training={"stepz": 5}), "training: unknown training setting 'stepz'"),
     (broken(training={"steps": 0}), "TrainConfig.steps must be >= 1, got 0"),
@@ -133,7 +134,8 @@ def test_metric_is_checked_before_any_data_is_read(tmp_path):
     spec = tiny_spec(task="shd_adding", task_options=offline, metric={"name": "test_bpc", "mode": "min"})
     result = runner.invoke(app, ["plan", str(write_spec(tmp_path, spec))])
     assert result.exit_code == 2
-    assert "metric.name: 'test_bpc' is not reported by task 'shd_adding' (it reports: best_valid_accuracy," in result.output
+    assert ("metric.name: 'test_bpc' is not reported by task 'shd_adding' (it reports: best_valid_accuracy,"
+            in result.output)
     assert "not found" not in result.output  # the missing dataset was never looked for
 
 
@@ -147,7 +149,8 @@ def test_every_reported_metric_is_accepted_with_its_direction(task):
 
 def test_a_reported_metric_still_plans(tmp_path):
     spec = tiny_spec(task="pystdlib", task_options={"max_bytes": 100_000}, budgets=[25_000, 60_000],
-                     metric={"name": "best_valid_bpc", "mode": "min"}, scheduler={"type": "asha", "metric": "valid_bpc"})
+                     metric={"name": "best_valid_bpc", "mode": "min"},
+                     scheduler={"type": "asha", "metric": "valid_bpc"})
     result = runner.invoke(app, ["plan", str(write_spec(tmp_path, spec))])
     assert result.exit_code == 0, result.output
     assert "tiny: 4 trials" in result.output

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dbtesting import create_sweep
+from store_helpers import create_sweep
 
 from resultsdb import ResultsStore
 
@@ -11,4 +11,4 @@ from resultsdb import ResultsStore
 @pytest.fixture
 def trial_ids(store: ResultsStore) -> list[str]:
     """Six pending trials of sweep "pareto" (metric bpc: min; accuracy: max)."""
-    return create_sweep(store)
+    return create_sweep(store, trials=6)

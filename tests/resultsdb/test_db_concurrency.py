@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 
-from dbtesting import create_sweep, table_rows, write_in_batches
+from dbtesting import table_rows, write_in_batches
+from store_helpers import create_sweep
 
 WRITERS = 8
 

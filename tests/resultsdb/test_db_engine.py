@@ -20,7 +20,8 @@ def test_url_comes_from_argument_then_environment_then_a_sqlite_file_in_the_cwd(
 def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(sqlite_url):
     engine = make_engine(sqlite_url)
     with engine.connect() as connection:
-        settings = [connection.execute(text(f"PRAGMA {name}")).scalar() for name in ("journal_mode", "foreign_keys", "busy_timeout")]
+        settings = [connection.execute(text(f"PRAGMA {name}")).scalar()
+                    for name in ("journal_mode", "foreign_keys", "busy_timeout")]
     engine.dispose()
 
     assert settings == ["wal", 1, 30_000]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dbtesting import SWEEP, allocation
+from store_helpers import SWEEP, numbered_allocation
 
 from resultsdb import NotFound, Range
 
@@ -11,7 +11,8 @@ from resultsdb import NotFound, Range
 @pytest.fixture
 def scored_ids(store, trial_ids) -> list[str]:
     """Trials 0..4 report bpc = 3.0 - 0.25 * index at step 10; trial 5 reports nothing."""
-    store.write_results([(trial_id, 10, {"bpc": 3.0 - 0.25 * index}, 1.0) for index, trial_id in enumerate(trial_ids[:5])])
+    store.write_results([(trial_id, 10, {"bpc": 3.0 - 0.25 * index}, 1.0)
+                         for index, trial_id in enumerate(trial_ids[:5])])
     return trial_ids
 
 
@@ -24,9 +25,13 @@ def test_filters_combine_ranges_sets_status_and_metric_thresholds(store, scored_
     store.set_trial_status(scored_ids[1], "failed", error="OOM")
 
     assert ids_of(store.query_trials(SWEEP, where={"budget": Range(low=200_000)}, sort="id")) == sorted(
-        trial_id for index, trial_id in enumerate(scored_ids) if allocation(index)["budget"] >= 200_000
+        trial_id for index, trial_id in enumerate(scored_ids) if numbered_allocation(index)["budget"] >= 200_000
     )
-    assert set(ids_of(store.query_trials(SWEEP, where={"d_m": {5, 20}}))) == {scored_ids[0], scored_ids[3], scored_ids[4]}
+    assert set(ids_of(store.query_trials(SWEEP, where={"d_m": {5, 20}}))) == {
+        scored_ids[0],
+        scored_ids[3],
+        scored_ids[4],
+    }
     assert set(ids_of(store.query_trials(SWEEP, where={"status": {"completed", "failed"}}))) == {
         scored_ids[1],
         scored_ids[4],
@@ -37,7 +42,9 @@ def test_filters_combine_ranges_sets_status_and_metric_thresholds(store, scored_
         scored_ids[4],
     }
     assert ids_of(
-        store.query_trials(SWEEP, where={"bpc.best": Range(high=2.5), "status": "pending", "rho_rec": Range(0.25, 0.35)})
+        store.query_trials(
+            SWEEP, where={"bpc.best": Range(high=2.5), "status": "pending", "rho_rec": Range(0.25, 0.35)}
+        )
     ) == [scored_ids[3]]
 
 
@@ -73,7 +80,7 @@ def test_fields_choose_the_columns_returned(store, scored_ids):
 
     (row,) = page.rows
     assert list(row) == ["params_total", "config", "bpc.last", "created_at"]
-    assert row["config"] in [allocation(index)["config"] for index in range(6)]
+    assert row["config"] in [numbered_allocation(index)["config"] for index in range(6)]
     assert row["created_at"].tzinfo is not None
 
 

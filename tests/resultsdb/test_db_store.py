@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dbtesting import SWEEP, allocation, create_sweep
+from store_helpers import SWEEP, create_sweep, numbered_allocation
 
 from resultsdb import ConflictError, NotFound, ResultsStore, trial_id
 
@@ -30,10 +30,10 @@ def test_create_sweep_is_idempotent_for_the_same_spec_and_refuses_another(store)
 
 
 def test_add_trials_is_idempotent_and_keeps_the_allocation_columns(store, trial_ids):
-    again = store.add_trials(SWEEP, [allocation(index) for index in range(6)])
+    again = store.add_trials(SWEEP, [numbered_allocation(index) for index in range(6)])
 
     assert again == trial_ids
-    assert trial_ids[2] == trial_id(SWEEP, allocation(2)["config"], allocation(2)["seed"])
+    assert trial_ids[2] == trial_id(SWEEP, numbered_allocation(2)["config"], numbered_allocation(2)["seed"])
     (row,) = store.query_trials(SWEEP, where={"id": trial_ids[2]}, fields=["n_hidden", "rho_rec", "status"]).rows
     assert row == {"n_hidden": 120, "rho_rec": 0.2, "status": "pending"}
     assert store.get_sweep(SWEEP).trial_counts == {"pending": 6}
@@ -41,11 +41,11 @@ def test_add_trials_is_idempotent_and_keeps_the_allocation_columns(store, trial_
 
 
 def test_add_trials_names_a_missing_field(store, trial_ids):
-    incomplete = allocation(7)
+    incomplete = numbered_allocation(7)
     del incomplete["k_c"]
 
     with pytest.raises(ValueError, match="trial 1: missing field 'k_c'"):
-        store.add_trials(SWEEP, [allocation(6), incomplete])
+        store.add_trials(SWEEP, [numbered_allocation(6), incomplete])
 
 
 def test_trial_lifecycle_counts_attempts_and_appends_events_only_on_change(store, trial_ids):
@@ -113,6 +113,39 @@ def test_events_since_pages_by_id_and_filters_by_sweep(store, trial_ids):
     assert store.events_since(ids[-1]) == []
 
 
+def test_last_event_id_is_the_newest_event_of_the_sweep_or_of_all(store, trial_ids):
+    create_sweep(store, "second", trials=1)
+    noted = store.record_event("note", sweep=SWEEP)
+    latest = store.record_event("cluster_up")
+
+    assert store.last_event_id(SWEEP) == noted
+    assert store.last_event_id() == latest
+    assert store.last_event_id("second") == max(event.id for event in store.events_since(0, sweep="second"))
+    with pytest.raises(NotFound, match="sweep 'nope' does not exist"):
+        store.last_event_id("nope")
+
+
+def test_find_trial_gives_its_columns_sweep_and_the_summaries_of_declared_metrics(store, trial_ids):
+    store.write_results([(trial_ids[1], step, {"bpc": 2.0 - step / 10, "undeclared": 1.0}, float(step))
+                         for step in range(3)])
+    store.set_trial_status(trial_ids[1], "completed", final={"accuracy": 0.5})
+
+    trial = store.find_trial(trial_ids[1])
+
+    assert (trial.id, trial.sweep, trial.sweep_metric, trial.status) == (trial_ids[1], SWEEP, "bpc", "completed")
+    assert (trial.n_hidden, trial.config) == (110, numbered_allocation(1)["config"])
+    assert trial.created_at.tzinfo is not None and trial.ended_at is not None
+    assert sorted(trial.metrics) == ["accuracy", "bpc"]
+    assert (trial.metrics["bpc"].best, trial.metrics["bpc"].best_step, trial.metrics["bpc"].last_step) == (1.8, 2, 2)
+    assert trial.metrics["accuracy"].final == 0.5 and trial.metrics["accuracy"].best is None
+    with pytest.raises(NotFound, match="trial '0123456789abcdef' does not exist") as missing:
+        store.find_trial("0123456789abcdef")
+    assert (missing.value.kind, missing.value.key) == ("trial", "0123456789abcdef")
+    assert store.find_sweep(SWEEP) == store.get_sweep(SWEEP)
+    with pytest.raises(NotFound, match="sweep 'nope' does not exist"):
+        store.find_sweep("nope")
+
+
 def test_tokens_verify_until_revoked_and_store_only_a_hash(store, db_url):
     token = store.create_token("dashboard")
 
@@ -143,7 +176,8 @@ def test_replaying_a_log_of_status_changes_is_harmless(store, trial_ids):
 
     assert replayed == [False, False]
     assert store.events_since(0) == events_before
-    (row,) = store.query_trials(SWEEP, where={"id": trial}, fields=["status", "attempts", "started_at", "ended_at"]).rows
+    (row,) = store.query_trials(SWEEP, where={"id": trial},
+                                fields=["status", "attempts", "started_at", "ended_at"]).rows
     assert (row["status"], row["attempts"]) == ("completed", 1)
     assert (row["ended_at"] - row["started_at"]).total_seconds() == 600
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from dbtesting import SWEEP, create_sweep, table_rows
+from dbtesting import table_rows
 from sqlalchemy import exc
+from store_helpers import SWEEP, create_sweep
 
 from resultsdb import DatabaseUnavailable, NotFound, ResultsStore, migrate, writes
 from resultsdb import store as store_module
@@ -70,8 +71,8 @@ def test_delivering_a_batch_twice_changes_nothing(store, trial_ids):
 def test_out_of_order_overlapping_delivery_leaves_the_same_rows(store, order_seed):
     """Sweep "ordered" gets the points in one batch; sweep "shuffled" the same points shuffled,
     in overlapping batches, some delivered twice."""
-    ordered_ids = create_sweep(store, "ordered")
-    shuffled_ids = create_sweep(store, "shuffled")
+    ordered_ids = create_sweep(store, "ordered", trials=6)
+    shuffled_ids = create_sweep(store, "shuffled", trials=6)
     points = training_batch(list(range(6)), range(30))
     store.write_results([(ordered_ids[trial], step, metrics, wall) for trial, step, metrics, wall in points])
 
@@ -202,7 +203,7 @@ def postgres_store(postgres_url):
 
 def test_a_batch_postgres_refuses_writes_nothing_and_later_batches_go_through(postgres_store):
     """The first write of a session creates its batch table; the refusal rolls that back too."""
-    trial_ids = create_sweep(postgres_store)
+    trial_ids = create_sweep(postgres_store, trials=6)
 
     with pytest.raises(exc.DataError, match="integer out of range"):
         postgres_store.write_results([(trial_ids[0], 1, {"bpc": 2.0}, 1.0), (trial_ids[0], 2**31, {"bpc": 1.0}, 2.0)])
@@ -214,7 +215,7 @@ def test_a_batch_postgres_refuses_writes_nothing_and_later_batches_go_through(po
 
 
 def test_a_connection_lost_during_a_write_reports_the_database_unavailable(postgres_store, monkeypatch):
-    trial_ids = create_sweep(postgres_store)
+    trial_ids = create_sweep(postgres_store, trials=6)
     ensure_batch_table = writes.ensure_batch_table
 
     def ensure_batch_table_then_lose_the_connection(connection):

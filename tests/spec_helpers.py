@@ -1,4 +1,4 @@
-"""Tiny sweep specs and a CLI runner shared by the orchestrator tests."""
+"""Tiny sweep specs and a CLI runner, shared by the orchestrator and deployment tests."""
 
 from __future__ import annotations
 

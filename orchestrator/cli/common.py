@@ -1,0 +1,74 @@
+"""What every command shares: the consoles, the --db and --address options, and user errors.
+
+Every error a user can cause prints one line per problem and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from resultsdb import ConflictError, DatabaseUnavailable, NotFound, ResultsStore, upgrade_schema
+
+from ..spec import SpecError, SweepSpec, parse_spec
+
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get the whole table
+errors = Console(stderr=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", envvar="ELMSCALE_DATABASE_URL", help="Database URL (default: sqlite:///elmscale.db)."),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address", envvar="RAY_ADDRESS",
+        help="Address of an existing Ray cluster, or 'auto' on one of its nodes (default: start a local one).",
+    ),
+]
+
+
+class UserError(Exception):
+    """A problem the user can fix; each line is printed as it is."""
+
+    def __init__(self, *lines: str):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def fail(*lines: str) -> None:
+    for line in lines:
+        errors.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into one line each and exit status 2; no traceback."""
+    try:
+        yield
+    except SpecError as error:
+        fail(*error.problems)
+    except UserError as error:
+        fail(*error.lines)
+    except NotFound as error:
+        fail(f"{error} (see `orchestrator list`)" if error.kind == "sweep" else str(error))
+    except (ConflictError, DatabaseUnavailable) as error:
+        fail(str(error))
+
+
+def open_store(db: str | None) -> ResultsStore:
+    """The results store at `db`, its schema migrated to the current version."""
+    upgrade_schema(db)
+    return ResultsStore(db)
+
+
+def spec_of(store: ResultsStore, name: str) -> tuple[SweepSpec, str]:
+    """The spec a sweep was recorded with, and its text."""
+    sweep = store.find_sweep(name)
+    return parse_spec(sweep.spec_text, f"sweep {name}"), sweep.spec_text

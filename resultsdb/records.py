@@ -1,0 +1,104 @@
+"""What the store returns: frozen dataclasses, detached from the database; every datetime is aware UTC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from resultsdb.models import MetricMode, SweepStatus, TrialStatus
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    id: int
+    name: str
+    task: str
+    metric: str
+    mode: MetricMode
+    metric_modes: dict[str, str]
+    spec_text: str
+    spec_hash: str
+    status: SweepStatus
+    code_version: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    trial_counts: dict[TrialStatus, int]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric of one trial, as the writer keeps it (see resultsdb.writes); `final` is the test value."""
+
+    last: float | None
+    last_step: int | None
+    min: float | None
+    max: float | None
+    best: float | None
+    best_step: int | None
+    final: float | None
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """A trial's columns, its sweep, and the summaries of the metrics its sweep declares that have a value."""
+
+    id: str
+    sweep: str
+    sweep_metric: str
+    status: TrialStatus
+    budget: int | None
+    n_hidden: int
+    d_m: int
+    d_mlp: int
+    l_mlp: int
+    d_tree: int
+    d_branch: int
+    rho_rec: float
+    k_e: int
+    k_c: int
+    params_total: int
+    seed: int
+    attempts: int
+    error: str | None
+    node: str | None
+    device: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    status_at: datetime | None
+    config: dict[str, Any]
+    metrics: dict[str, MetricSummary]
+
+
+@dataclass(frozen=True)
+class TrialPage:
+    """`rows` hold `fields` (in that order) of each trial; pass `next_cursor` to query_trials for the next page."""
+
+    fields: list[str]
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    step: int
+    value: float | None
+    wall_time: float
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    id: int
+    created_at: datetime
+    kind: str
+    sweep: str | None
+    trial_id: str | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
