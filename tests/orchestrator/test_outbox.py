@@ -1,0 +1,59 @@
+"""The outbox in front of the database: what a driver killed mid-write leaves behind must not strand the sweep."""
+
+from __future__ import annotations
+
+import json
+
+from store_helpers import create_sweep
+
+from orchestrator.sink import Outbox, ResultSink, result_record
+from resultsdb import ResultsStore
+
+
+def results(trial_id: str, steps: range) -> list[dict]:
+    return [result_record(trial_id, step, {"bpc": 3.0 - 0.01 * step}) for step in steps]
+
+
+def delivered_steps(store: ResultsStore, trial_id: str) -> list[int]:
+    return [point.step for point in store.series(trial_id, "bpc")]
+
+
+def test_a_torn_last_line_is_set_aside_and_the_next_driver_delivers_everything(store, tmp_path):
+    [trial] = create_sweep(store, trials=1)
+    killed = Outbox(tmp_path / "outbox", "pareto")
+    killed.append(results(trial, range(0, 5)))
+    torn = json.dumps(results(trial, range(5, 6))[0]).encode()[:20]
+    with open(killed.path, "ab") as f:  # the kill cut the last write short: no newline
+        f.write(torn)
+
+    sink = ResultSink(store, Outbox(tmp_path / "outbox", "pareto")).start()  # what `resume` opens
+    for record in results(trial, range(5, 10)):
+        sink.put(record)
+    assert sink.close(timeout=10), sink.last_error
+
+    assert delivered_steps(store, trial) == list(range(10))
+    assert (tmp_path / "outbox" / "pareto.torn").read_bytes() == torn + b"\n"
+    assert Outbox(tmp_path / "outbox", "pareto").pending()[0] == []
+
+
+def test_a_line_damaged_inside_the_file_is_skipped_and_kept_once(tmp_path):
+    outbox = Outbox(tmp_path, "s")
+    outbox.append(results("t", range(0, 2)))
+    with open(outbox.path, "ab") as f:
+        f.write(b'{"kind": "res\x00\x00\n')
+    outbox.append(results("t", range(2, 4)))
+
+    for _ in range(2):  # a failed delivery reads the same records again
+        records, end = outbox.pending()
+        assert [record["step"] for record in records] == [0, 1, 2, 3]
+    assert end == outbox.path.stat().st_size
+    assert outbox.torn_path.read_bytes() == b'{"kind": "res\x00\x00\n'
+
+
+def test_whole_lines_are_left_alone(tmp_path):
+    outbox = Outbox(tmp_path, "s")
+    outbox.append(results("t", range(3)))
+    size = outbox.path.stat().st_size
+    reopened = Outbox(tmp_path, "s")
+    assert reopened.path.stat().st_size == size and not reopened.torn_path.exists()
+    assert [record["step"] for record in reopened.pending()[0]] == [0, 1, 2]
