@@ -75,6 +75,22 @@ def test_cursor_pages_visit_every_trial_once_in_sort_order(store, scored_ids, so
     assert sorted(paged) == sorted(scored_ids)
 
 
+@pytest.mark.parametrize("sort", ["created_at", "-created_at"])
+def test_time_cursors_keep_fractions_of_a_second(store, sort):
+    # Trials created within a second or so: a cursor cut to whole seconds would page back over them.
+    store.create_sweep("fast", task="enwik8", metric="bpc", mode="min", spec_text="name: fast")
+    created = [trial_id for index in range(5) for trial_id in store.add_trials("fast", [numbered_allocation(index)])]
+
+    paged, cursor = [], None
+    for _ in range(len(created) + 1):
+        page = store.query_trials("fast", sort=sort, limit=1, cursor=cursor)
+        paged += ids_of(page)
+        if (cursor := page.next_cursor) is None:
+            break
+
+    assert sorted(paged) == sorted(created) and len(paged) == len(created)
+
+
 def test_fields_choose_the_columns_returned(store, scored_ids):
     page = store.query_trials(SWEEP, fields=["params_total", "config", "bpc.last", "created_at"], limit=1)
 

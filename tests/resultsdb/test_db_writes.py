@@ -123,6 +123,17 @@ def test_nan_is_stored_as_null_and_ignored_by_min_max_best(store, trial_ids):
     }
 
 
+def test_a_first_report_of_nan_does_not_stick_in_min_max_best(store, trial_ids):
+    trial_id = trial_ids[0]
+    store.write_results([(trial_id, 1, {"bpc": float("nan")}, 1.0)])
+    store.write_results([(trial_id, 2, {"bpc": 2.5}, 2.0)])  # a second batch: merged with the stored summary
+    store.write_results([(trial_id, 3, {"bpc": 3.0}, 3.0)])
+
+    assert summary_of(store, trial_id, "bpc") == {
+        "last": 3.0, "last_step": 3, "min": 2.5, "max": 3.0, "best": 2.5, "best_step": 2, "final": None
+    }
+
+
 def test_infinite_values_round_trip(store, trial_ids):
     store.write_results([(trial_ids[0], 1, {"bpc": float("inf")}, 1.0), (trial_ids[0], 2, {"bpc": -1e308}, 1.0)])
 
