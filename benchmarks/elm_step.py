@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/elm_step.py [--repeats 3] [--threads N] [--configs enwik8,small,shd]
 
 Prints, in one run, per config: train tokens/s (forward + backward + Adam, median of repeats after one warm-up
-step), the ratio to the authors' JAX figures of shared/ANCHORS.md, the ratio to the model's plain batched step with
-autograd (ELMNetwork(cfg, fast=False), the equality tests' reference; timed on a few time steps and scaled linearly
-to the full sequence), the arithmetic
+step), the ratio to the authors' JAX figures (benchmarks/anchors.py: their source and date), the ratio to the
+model's plain batched step with autograd (ELMNetwork(cfg, fast=False), the equality tests' reference; timed on a
+few time steps and scaled linearly to the full sequence), the arithmetic
 share (the same sparse-matmul/SDDMM/bmm shapes timed alone as torch ops, times their counts, over the step time;
 above 1 where the fused C++ step loops do that work faster than the separate torch kernels) and the peak
 memory of the step (ru_maxrss of a fresh process). Each config runs in its own subprocess so peaks do not mix.
@@ -29,16 +29,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from anchors import JAX_TRAIN_TOKENS_PER_S, REFERENCE_CONFIGS  # noqa: E402
+
 from elm_core.fast_ops import WEIGHT_GRAD_ROWS, inputs_are_sparse  # noqa: E402
 from elm_core.model import ELMConfig, ELMLayer, ELMNetwork  # noqa: E402
 
-CONFIGS = {
-    "enwik8": (ELMConfig(), 8, 100),
-    "small": (ELMConfig(n_hidden=256), 8, 100),
-    "shd": (ELMConfig(n_input=700, n_output=19, n_hidden=96, d_m=5, d_tree=30, d_branch=10, rho_rec=0.25,
-                      tau_m_min=1.0, tau_m_max=500.0, tau_r=5.0, embedding_scale=1.0), 8, 1000),
-}
-ANCHOR_TOKENS_PER_S = {"enwik8": 58.0, "small": 276.0, "shd": 3550.0}  # shared/ANCHORS.md, JAX on this CPU kind
 REFERENCE_STEPS = {"enwik8": 5, "small": 10, "shd": 50}
 SPIKE_DENSITY = 0.03
 
@@ -152,7 +147,7 @@ def layer_arithmetic_seconds(
 
 
 def measure_cpu(name: str, repeats: int) -> dict:
-    cfg, batch, steps = CONFIGS[name]
+    cfg, batch, steps = REFERENCE_CONFIGS[name]
     torch.manual_seed(0)
     net = ELMNetwork(cfg).train()
     x, y = make_batch(name, cfg, batch, steps, "cpu")
@@ -177,14 +172,14 @@ def measure_cpu(name: str, repeats: int) -> dict:
     return {
         "config": name, "threads": torch.get_num_threads(), "tokens_per_s": tokens / step_s,
         "cpu_time_tokens_per_s": tokens / cpu_s, "step_s": step_s,
-        "vs_anchor": tokens / step_s / ANCHOR_TOKENS_PER_S[name],
+        "vs_anchor": tokens / step_s / JAX_TRAIN_TOKENS_PER_S[name],
         "vs_reference_step": ref_s / step_s, "reference_step_s": ref_s, "arithmetic_share": arithmetic_s / step_s,
         "peak_rss_mib": peak_kib / 1024, "step_rss_growth_mib": (peak_kib - rss_before) / 1024,
     }
 
 
 def measure_gpu(batch: int, repeats: int) -> dict:
-    cfg, _, steps = CONFIGS["enwik8"]
+    cfg, _, steps = REFERENCE_CONFIGS["enwik8"]
     net = ELMNetwork(cfg).cuda().train()
     x, y = make_batch("enwik8", cfg, batch, steps, "cuda")
     step = train_step_fn(net, net, x, y, last_only=False)
