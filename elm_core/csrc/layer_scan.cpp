@@ -39,8 +39,8 @@
 
 namespace {
 
-// One SIMD register of batch elements: 8 floats or 4 doubles under AVX2 (GCC vector extension; narrower targets
-// split it). A batch is processed in chunks of this width; the last chunk may be partial (`valid` lanes).
+// One SIMD register of batch elements: 8 floats under AVX2 (GCC vector extension; narrower targets split it).
+// The step loops are instantiated for float only: the model runs its recurrence in fp32 (model.py). A batch is processed in chunks of this width; the last chunk may be partial (`valid` lanes).
 template <typename T>
 struct Simd {
   static constexpr int64_t kWidth = 32 / sizeof(T);
@@ -714,11 +714,10 @@ void forward_block(torch::Tensor h0, std::vector<torch::Tensor> zs, torch::Tenso
                    torch::Tensor w_y, torch::Tensor bias, std::vector<torch::Tensor> weights,
                    std::vector<torch::Tensor> biases, const std::string& activation, bool high_pass, bool rectify,
                    double kappa_r) {
-  AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "elm_forward_block", [&] {
-    forward_block_impl<scalar_t>(h0, zs, th, m_blk, activity, t0, m, r, abs_sum, rec, ff, ff_sparse,
-                                 rec_keep, kappa, gate_gain, w_y, bias, weights, biases,
-                                 activation_named(activation), high_pass, rectify, kappa_r);
-  });
+  TORCH_CHECK(h0.scalar_type() == at::kFloat, "elm_forward_block: float32 tensors expected");
+  forward_block_impl<float>(h0, zs, th, m_blk, activity, t0, m, r, abs_sum, rec, ff, ff_sparse,
+                            rec_keep, kappa, gate_gain, w_y, bias, weights, biases,
+                            activation_named(activation), high_pass, rectify, kappa_r);
 }
 
 void backward_block(torch::Tensor grad_activity, torch::Tensor activity, int64_t t0, torch::Tensor th,
@@ -729,12 +728,11 @@ void backward_block(torch::Tensor grad_activity, torch::Tensor activity, int64_t
                     c10::optional<torch::Tensor> rec_keep, torch::Tensor kappa, torch::Tensor gate_gain,
                     torch::Tensor w_y, torch::Tensor abs_scale, std::vector<torch::Tensor> weights_in,
                     const std::string& activation, bool high_pass, bool rectify, double kappa_r) {
-  AT_DISPATCH_FLOATING_TYPES(d_h0.scalar_type(), "elm_backward_block", [&] {
-    backward_block_impl<scalar_t>(grad_activity, activity, t0, th, zs, d_h0, d_zs, d_delta, d_y, d_pre, d_m_total,
-                                  dm, dr, da_rec, rec_t, ff, ff_sparse, rec_keep, kappa, gate_gain,
-                                  w_y, abs_scale, weights_in, activation_named(activation), high_pass, rectify,
-                                  kappa_r);
-  });
+  TORCH_CHECK(d_h0.scalar_type() == at::kFloat, "elm_backward_block: float32 tensors expected");
+  backward_block_impl<float>(grad_activity, activity, t0, th, zs, d_h0, d_zs, d_delta, d_y, d_pre, d_m_total,
+                             dm, dr, da_rec, rec_t, ff, ff_sparse, rec_keep, kappa, gate_gain,
+                             w_y, abs_scale, weights_in, activation_named(activation), high_pass, rectify,
+                             kappa_r);
 }
 
 void weight_grads_block(torch::Tensor h0, std::vector<torch::Tensor> zs, std::vector<torch::Tensor> d_zs,
@@ -744,11 +742,10 @@ void weight_grads_block(torch::Tensor h0, std::vector<torch::Tensor> zs, std::ve
                         std::vector<torch::Tensor> rec_grads, std::vector<torch::Tensor> ff_grads,
                         c10::optional<torch::Tensor> rec_keep, const std::string& activation,
                         double last_scale) {
-  AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "elm_weight_grads_block", [&] {
-    weight_grads_block_impl<scalar_t>(h0, zs, d_zs, d_h0, d_delta, m_blk, d_y, d_pre, t0, grad_weights, grad_biases,
-                                      grad_w_y, grad_bias, rec_grads, ff_grads, rec_keep, activation_named(activation),
-                                      last_scale);
-  });
+  TORCH_CHECK(h0.scalar_type() == at::kFloat, "elm_weight_grads_block: float32 tensors expected");
+  weight_grads_block_impl<float>(h0, zs, d_zs, d_h0, d_delta, m_blk, d_y, d_pre, t0, grad_weights, grad_biases,
+                                 grad_w_y, grad_bias, rec_grads, ff_grads, rec_keep, activation_named(activation),
+                                 last_scale);
 }
 
 }  // namespace

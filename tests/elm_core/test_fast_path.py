@@ -106,10 +106,21 @@ def chunk_inputs(kind: str, cfg: ELMConfig, batch: int, steps: int) -> torch.Ten
 @pytest.mark.parametrize("inputs", ["dense", "sparse"])
 @pytest.mark.parametrize("changes", CASES)
 def test_fast_path_outputs_and_every_gradient_equal_the_reference(changes, inputs, step_loops):
+    assert_fast_path_equals_reference(changes, inputs, step_loops, batch=3)
+
+
+@pytest.mark.parametrize("inputs", ["dense", "sparse"])
+@pytest.mark.parametrize("batch", [1, 8, 11, 17])
+def test_every_batch_size_equals_the_reference(batch, inputs, step_loops):
+    """The C++ loops work in chunks of 8 batch lanes: one lane, a full chunk, a full chunk plus a partial one."""
+    assert_fast_path_equals_reference(CASES[-1], inputs, step_loops, batch)
+
+
+def assert_fast_path_equals_reference(changes: dict, inputs: str, step_loops: RecordingSteps, batch: int) -> None:
     cfg = small_config(**changes, **({"n_input": 40} if inputs == "sparse" else {}))
     fast_net, slow_net = fast_and_reference(cfg)
-    x = chunk_inputs(inputs, cfg, 3, 7)
-    fast_state, slow_state = carried_state(fast_net, 3), carried_state(fast_net, 3)
+    x = chunk_inputs(inputs, cfg, batch, 7)
+    fast_state, slow_state = carried_state(fast_net, batch), carried_state(fast_net, batch)
 
     torch.manual_seed(MASK_SEED)  # both draw the same dropout masks
     fast = fast_net(x, fast_state)
