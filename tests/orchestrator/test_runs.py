@@ -254,6 +254,8 @@ def test_asha_runs_each_budget_as_its_own_bracket(tmp_path, postgres_url):
         assert set(frame["status"]) <= {"completed", "stopped_early"}
         for budget, group in frame.groupby("budget"):
             assert (group["status"] == "completed").any(), budget  # each bracket's first trial runs to the end
+            # seeded trials in plan order: ASHA cuts the same one each time (a sweep ASHA never ran would not)
+            assert (group["status"] == "stopped_early").any(), budget
         stopped = frame[frame["status"] == "stopped_early"]
         assert (stopped["train_loss.last_step"] < spec["training"]["steps"]).all()
         assert stopped["test_bpc.final"].isna().all()
