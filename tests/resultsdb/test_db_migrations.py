@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
+from store_helpers import seeded_budget_sweep
 
-from resultsdb import make_engine, migrate
+from resultsdb import ResultsStore, make_engine, migrate
 from resultsdb.migrate import VERSION_TABLE
 from resultsdb.models import Base
 
@@ -81,6 +84,41 @@ def test_upgrade_downgrade_upgrade_round_trip(db_url):
     migrate.upgrade(db_url)
     assert migrate.is_at_head(db_url)
     assert schema_differences(db_url) == []
+
+
+def revisions_newest_first() -> list[str]:
+    return [script.revision for script in ScriptDirectory.from_config(migrate._config()).walk_revisions()]
+
+
+def test_each_downgrade_step_keeps_the_data_and_upgrading_again_restores_the_schema(db_url):
+    migrate.upgrade(db_url)
+    with ResultsStore(db_url) as store:
+        seeded_budget_sweep(store)
+        store.write_results([(trial_id, step, {"bpc": 2.0 - step / 10}, float(step))
+                             for trial_id in store.summary_frame("budgets")["id"] for step in (1, 2)])
+        before = store.summary_frame("budgets")
+    revisions = revisions_newest_first()
+    assert revisions[-1] == "0001" and len(revisions) >= 2
+
+    for older in revisions[1:]:  # one revision at a time, e.g. 0002 -> 0001
+        migrate.downgrade(db_url, older)
+        assert migrate.current(db_url) == older
+        assert row_counts(db_url) == {"sweep": 1, "trial": 8, "metric_series": 16, "trial_summary": 8}
+
+    migrate.upgrade(db_url)
+    assert schema_differences(db_url) == []
+    with ResultsStore(db_url) as store:
+        pd.testing.assert_frame_equal(store.summary_frame("budgets"), before)
+
+
+def row_counts(url: str) -> dict[str, int]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                    for table in ("sweep", "trial", "metric_series", "trial_summary")}
+    finally:
+        engine.dispose()
 
 
 def test_migrations_run_from_any_working_directory(sqlite_url, tmp_path, monkeypatch):
