@@ -15,11 +15,13 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 class ApiSettings:
     """database_url: resultsdb's URL (ELMSCALE_DATABASE_URL, else the SQLite default);
     read_token_required: reads need a bearer token too (ELMSCALE_API_READ_TOKEN_REQUIRED=1);
-    feed_poll_s: how often an open feed looks for new events."""
+    feed_poll_s: how often an open feed looks for new events;
+    feed_keep_alive_s: after this long without an event the feed sends a comment line (proxies close idle streams)."""
 
     database_url: str = field(default_factory=database_url)
     read_token_required: bool = False
     feed_poll_s: float = 0.5
+    feed_keep_alive_s: float = 15.0
 
     @classmethod
     def from_env(cls) -> ApiSettings:

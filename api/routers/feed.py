@@ -21,7 +21,6 @@ from resultsdb import EventInfo, ResultsStore
 router = APIRouter(tags=["feed"], dependencies=[Depends(require_reader)], responses=ERROR_RESPONSES)
 
 EVENTS_PER_READ = 500
-KEEP_ALIVE_S = 15.0
 MAX_STREAM_S = 3600.0
 SSE_MESSAGE_SCHEMA = {
     "type": "object",
@@ -48,7 +47,7 @@ async def event_stream(
     sweep: str | None,
     max_events: int | None,
     timeout_s: float,
-    poll_s: float,
+    settings: ApiSettings,
 ) -> AsyncIterator[str]:
     """Events after `after`, then new ones as they commit; ends on disconnect, after max_events, or at timeout."""
     deadline = time.monotonic() + timeout_s
@@ -64,10 +63,10 @@ async def event_stream(
             continue  # more may be waiting: read on without sleeping
         if await request.is_disconnected() or time.monotonic() >= deadline:
             return
-        if time.monotonic() - last_sent >= KEEP_ALIVE_S:
+        if time.monotonic() - last_sent >= settings.feed_keep_alive_s:
             yield ": keep-alive\n\n"  # keeps proxies from closing an idle stream
             last_sent = time.monotonic()
-        await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        await asyncio.sleep(min(settings.feed_poll_s, max(0.0, deadline - time.monotonic())))
 
 
 @router.get(
@@ -100,6 +99,6 @@ async def feed(
     if sweep is not None:
         await run_in_threadpool(store.find_sweep, sweep)  # 404 for an unknown sweep rather than an empty stream
     stream = event_stream(
-        request, store, after=after, sweep=sweep, max_events=max_events, timeout_s=timeout, poll_s=settings.feed_poll_s
+        request, store, after=after, sweep=sweep, max_events=max_events, timeout_s=timeout, settings=settings
     )
     return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
