@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only; the API and CLI run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from analysis.frontier import aggregate_seeds, frontier, per_budget_optimum  # noqa: E402
@@ -62,10 +63,16 @@ def _band(ax, curve, color: str, label: str, style: str = "-") -> None:
 def plot_frontier(df: pd.DataFrame, metric: str, mode: str, path: str | Path, law: LawReport | None = None,
                   cost: str = "params_total") -> list[Path]:
     """All seed-averaged allocations, the frontier (each budget's best, or strict Pareto), the frontier law's band."""
+    return _save(frontier_figure(df, metric, mode, law=law, cost=cost), path)
+
+
+def frontier_figure(df: pd.DataFrame, metric: str, mode: str, law: LawReport | None = None,
+                    cost: str = "params_total") -> Figure:
+    """The figure of `plot_frontier`: a frontier point is a blue ring drawn around its allocation's grey dot."""
     table = aggregate_seeds(df, metric)
     kind, front = frontier(df, metric, mode, cost=cost)
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    ax.plot(front[cost], front[metric], "o", color="C0", ms=7,
+    ax.plot(front[cost], front[metric], "o", color="C0", mfc="none", mew=1.6, ms=9, zorder=4,
             label="best allocation per budget" if kind == "per_budget" else "Pareto frontier")
     ax.scatter(table[cost], table[metric], s=12, color="0.55", zorder=3, label="allocations (seed mean)")
     if law is not None:
@@ -74,7 +81,7 @@ def plot_frontier(df: pd.DataFrame, metric: str, mode: str, path: str | Path, la
         _band(ax, law.curves[0], "C3", f"{E:.4g} {sign} {A:.4g}·P^(−{alpha:.4g}) (95% band)")
     ax.set(xscale="log", xlabel=f"{cost} (P)", ylabel=metric, title=f"{metric} frontier")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
 def plot_metric_vs_allocation(df: pd.DataFrame, metric: str, mode: str, path: str | Path, axis: str = "d_m",

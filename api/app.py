@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import dashboard
 from api.errors import install_error_handlers
@@ -41,7 +42,8 @@ def create_app(store: ResultsStore | None = None, settings: ApiSettings | None =
         if owned_store is not None:
             owned_store.close()
 
-    app = FastAPI(title="elmscale", version="1", description=DESCRIPTION, lifespan=lifespan, docs_url="/docs")
+    # Swagger UI and ReDoc from the package's own copies, not a CDN: /docs works on an offline lab network.
+    app = FastAPIOffline(title="elmscale", version="1", description=DESCRIPTION, lifespan=lifespan, docs_url="/docs")
     app.state.store = active_store
     app.state.settings = settings
     app.state.frames = SweepFrames(active_store)

@@ -23,8 +23,10 @@ FILTER_SYNTAX = f"""
 
 Fields: the allocation columns ({", ".join(ALLOCATION_COLUMNS)}), `status`
 ({", ".join(TrialStatus)}), and summary statistics `<metric>.<stat>` with stat one of
-{", ".join(SUMMARY_STATS)}, e.g. `bpc.best`; `metric.<stat>` stands for the sweep's own metric.
-Numbers may be written as `1e5`. Filters combine with AND. A parameter the endpoint does not know is refused (422).
+{", ".join(SUMMARY_STATS)}, e.g. `bpc.best`; `metric.<stat>` stands for the sweep's own metric. A metric the
+sweep neither declares nor has a result of is refused (422, listing the sweep's metrics), in `fields` and `sort` too.
+Numbers may be written as `1e5`; an integer no trial can hold (beyond the column's range) matches nothing.
+Filters combine with AND. A parameter the endpoint does not know is refused (422).
 """
 
 

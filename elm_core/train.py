@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from .data import Batch, Task, load_task, task_type
 from .model import ELMConfig, ELMNetwork, ELMState, strict_from_dict
-from .params import count_parameters
 
 Report = Callable[[int, dict], None]
 Mode = Literal["min", "max"]
@@ -32,7 +31,7 @@ WINDOW_METRICS: dict[str, Mode | None] = {  # means over each report window of t
     "train_loss": "min", "lr": None, "step_time": "min", "tokens_per_s": "max", "grad_norm": None,
 }
 LM_WINDOW_METRICS: dict[str, Mode | None] = {"train_bpc": "min"}
-SUMMARY_METRICS = ("params_total", "n_hidden", "k_e", "k_c")  # the model's size, with every report
+# The model's size is not reported: it is fixed for a trial and recorded with its allocation when it is planned.
 
 
 def task_metric_name(prefix: Literal["valid", "best_valid", "test"], task: type[Task] | Task) -> str:
@@ -48,7 +47,7 @@ def reported_metrics(task: str) -> dict[str, Mode | None]:
     kind = task_type(task)
     evaluated = {task_metric_name(prefix, kind): kind.metric_mode for prefix in ("valid", "best_valid", "test")}
     window = WINDOW_METRICS | (LM_WINDOW_METRICS if kind.kind == "lm" else {})
-    return window | evaluated | dict.fromkeys(SUMMARY_METRICS)
+    return window | evaluated
 
 
 @dataclass
@@ -152,7 +151,6 @@ class Trainer:
         optimizer = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.Adamax
         self.optimizer = optimizer(self.model.parameters(), lr=cfg.lr)
         self.reset_rng = torch.Generator().manual_seed(cfg.seed + 1)
-        self.counts = count_parameters(self.model_cfg)
         self.step = 0
         self.state: ELMState | None = None
         self.best_valid: float | None = None
@@ -162,10 +160,6 @@ class Trainer:
     @property
     def is_lm(self) -> bool:
         return self.task.kind == "lm"
-
-    def model_summary(self) -> dict:
-        c = self.counts
-        return {"params_total": c.params_total, "n_hidden": self.model_cfg.n_hidden, "k_e": c.k_e, "k_c": c.k_c}
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
@@ -266,7 +260,6 @@ class Trainer:
                     self.best_weights = copy.deepcopy(self.model.state_dict())
                 metrics[task_metric_name("best_valid", self.task)] = self.best_valid
             if metrics:
-                metrics.update(self.model_summary())
                 self.history.append((self.step, metrics))
             due = self.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else evaluated
             if self.checkpoint_dir and due:
@@ -281,7 +274,6 @@ class Trainer:
         final = {
             task_metric_name("test", self.task): self.evaluate("test", self.cfg.test_batches),
             task_metric_name("best_valid", self.task): self.best_valid,
-            **self.model_summary(),
         }
         if report:
             report(self.step, final)

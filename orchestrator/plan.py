@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from elm_core.data import DatasetError, load_task
+from elm_core.data import DatasetError, task_shape
 from elm_core.model import ELMConfig
 from elm_core.params import BudgetError, ParameterCount, solve_allocation
 from resultsdb import trial_id
@@ -43,23 +43,26 @@ class TrialPlan:
         }
 
 
-def plan(spec: SweepSpec) -> list[TrialPlan]:
-    """All trials of the sweep, in budget, allocation, seed order. Raises SpecError naming every problem."""
+def plan(spec: SweepSpec, source: str = "<spec>") -> list[TrialPlan]:
+    """All trials of the sweep, in budget, allocation, seed order. Raises SpecError naming every problem.
+
+    The standard datasets' shapes are known, so planning them reads no data; `source` names the spec in errors.
+    """
     try:
-        task = load_task(spec.task, spec.task_options, seed=0)
+        n_input, n_output = task_shape(spec.task, spec.task_options)
     except DatasetError as error:
-        raise SpecError([f"task: {error}"]) from None
+        raise SpecError([f"{source}: task: {error}"]) from None
     try:
-        base = ELMConfig(**{**spec.allocation.fixed, "n_input": task.n_input, "n_output": task.n_output})
+        base = ELMConfig(**{**spec.allocation.fixed, "n_input": n_input, "n_output": n_output})
     except (ValueError, TypeError) as error:
-        raise SpecError([f"allocation.fixed: {error}"]) from None
+        raise SpecError([f"{source}: allocation.fixed: {error}"]) from None
     try:
         axis_values = spec.allocation.axis_values()
     except ValueError as error:
-        raise SpecError([f"allocation.vary: {error}"]) from None
+        raise SpecError([f"{source}: allocation.vary: {error}"]) from None
 
     names = list(axis_values)
-    trials, problems = [], []
+    trials, problems, infeasible = [], [], []
     for budget in spec.budgets:
         for combo in itertools.product(*(axis_values[n] for n in names)):
             axes = dict(zip(names, combo))
@@ -67,10 +70,10 @@ def plan(spec: SweepSpec) -> list[TrialPlan]:
                 allocation = solve_allocation(budget, base, rule=spec.allocation.rule, **axes)
             except BudgetError as error:
                 if not spec.allocation.skip_infeasible:
-                    problems.append(f"budgets: {budget:g} with {_axes(axes)}: {error}")
+                    infeasible.append(f"{source}: budgets: {budget:g} with {_axes(axes)}: {error}")
                 continue
             except ValueError as error:
-                problems.append(f"allocation.vary: {_axes(axes)}: {error}")
+                problems.append(f"{source}: allocation.vary: {_axes(axes)}: {error}")
                 continue
             for seed in spec.seeds:
                 model = allocation.config.replace(seed=seed)
@@ -94,10 +97,13 @@ def plan(spec: SweepSpec) -> list[TrialPlan]:
                         train_config=train_config,
                     )
                 )
+    if infeasible:
+        problems += [*infeasible, f"{source}: allocation.skip_infeasible: true skips the allocations that do not fit "
+                                  "a budget and runs the rest"]
     if problems:
         raise SpecError(problems)
     if not trials:
-        raise SpecError(["allocation: the grid is empty: no allocation fits any budget"])
+        raise SpecError([f"{source}: allocation: the grid is empty: no allocation fits any budget"])
     return trials
 
 

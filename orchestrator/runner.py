@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +25,10 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 
+from elm_core.train import reported_metrics
 from resultsdb import (
-    ACTIVE_TRIAL_STATUSES,
     SUCCESSFUL_TRIAL_STATUSES,
+    ConflictError,
     DatabaseUnavailable,
     MetricMode,
     ResultsStore,
@@ -37,7 +38,7 @@ from resultsdb import (
 
 from .plan import TrialPlan, plan
 from .sink import Outbox, ResultSink, result_record, status_record
-from .spec import SweepSpec
+from .spec import SpecError, SweepSpec, changed_keys, parse_spec
 
 METRIC_KEYS_FIELD = "elm_metric_keys"
 
@@ -47,23 +48,39 @@ def state_dir() -> Path:
 
 
 def prepare(spec: SweepSpec, spec_text: str, store: ResultsStore) -> list[TrialPlan]:
-    """Plan the sweep and record it with all its trials (idempotent); ConflictError if the name has another spec."""
-    trials = plan(spec)
+    """Plan the sweep and record it with all its trials (idempotent); ConflictError if the name has another spec.
+
+    A spec that differs from the recorded one only in comments or layout is the same sweep.
+    """
+    trials = plan(spec, f"sweep {spec.name}")
     store.create_sweep(
-        spec.name, task=spec.task, metric=spec.metric.name, mode=spec.metric.mode, spec_text=spec_text,
+        spec.name, task=spec.task, metric=spec.metric.name, mode=spec.metric.mode,
+        spec_text=_recorded_text_of_same_spec(spec, store) or spec_text,
         metric_modes=_metric_modes(spec), code_version=_code_version(),
     )
     store.add_trials(spec.name, [t.row() for t in trials])
     return trials
 
 
+def _recorded_text_of_same_spec(spec: SweepSpec, store: ResultsStore) -> str | None:
+    """The text the sweep was recorded with when it parses to `spec`; None for a new sweep; else ConflictError."""
+    recorded = store.get_sweep(spec.name)
+    if recorded is None:
+        return None
+    try:
+        changed: list[str] | None = changed_keys(parse_spec(recorded.spec_text), spec)
+    except SpecError:
+        changed = None  # not a spec (an ingested sweep): nothing to compare key by key
+    if changed == []:
+        return recorded.spec_text
+    differing = f" ({', '.join(changed)} differ)" if changed else ""
+    raise ConflictError(f"sweep {spec.name!r} already exists with a different spec{differing}: "
+                        f"`orchestrator resume {spec.name}` continues it as recorded; or give this spec another name")
+
+
 def _metric_modes(spec: SweepSpec) -> dict[str, MetricMode]:
-    """Reported metrics whose 'best' runs the other way from the sweep's metric."""
-    lower_is_better = ("train_loss", "train_bpc", "valid_bpc", "best_valid_bpc", "test_bpc", "step_time", "grad_norm")
-    higher_is_better = ("valid_accuracy", "best_valid_accuracy", "test_accuracy", "tokens_per_s")
-    modes = {m: MetricMode.MIN for m in lower_is_better} | {m: MetricMode.MAX for m in higher_is_better}
-    modes.pop(spec.metric.name, None)
-    return modes
+    """The direction of each metric the task reports that has one (the others keep their best by the sweep's)."""
+    return {name: MetricMode(mode) for name, mode in reported_metrics(spec.task).items() if mode is not None}
 
 
 def _code_version() -> str:
@@ -104,7 +121,11 @@ def run_trial(tune_config: dict) -> None:
 
 @dataclass
 class SweepProgress:
-    """What the live display shows; updated by the Tune callback."""
+    """What the live display shows; updated by the Tune callback.
+
+    `on_change(trial_id, status, value, error)` hears every status change: `value` is a completed trial's final
+    metric, `error` a failed trial's error line.
+    """
 
     total: int
     metric: str
@@ -113,10 +134,14 @@ class SweepProgress:
     budget_of: dict[str, float] = field(default_factory=dict)
     best_by_budget: dict[float, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    on_change: Callable[[str, TrialStatus, float | None, str | None], None] | None = None
 
-    def set_status(self, trial_id: str, status: TrialStatus) -> None:
+    def set_status(self, trial_id: str, status: TrialStatus, value: float | None = None,
+                   error: str | None = None) -> None:
         with self.lock:
             self.status[trial_id] = status
+        if self.on_change is not None:
+            self.on_change(trial_id, status, value, error)
 
     def observe(self, trial_id: str, metrics: dict) -> None:
         value = metrics.get(self.metric)
@@ -131,6 +156,10 @@ class SweepProgress:
     def counts(self) -> Counter:
         with self.lock:
             return Counter(self.status.values())
+
+    def running(self) -> list[str]:
+        with self.lock:
+            return [trial_id for trial_id, status in self.status.items() if status == TrialStatus.RUNNING]
 
 
 class CancelWatch:
@@ -206,12 +235,13 @@ class SinkCallback(tune.Callback):
         else:
             status = TrialStatus.PENDING if driver.cancel.cancelled else TrialStatus.STOPPED_EARLY
         driver.sink.put(status_record(trial_id, status, final=final or None))
-        driver.progress.set_status(trial_id, status)
+        driver.progress.set_status(trial_id, status, value=final.get(driver.progress.metric))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
-        driver.sink.put(status_record(trial_id, TrialStatus.FAILED, error=_error_text(trial)))
-        driver.progress.set_status(trial_id, TrialStatus.FAILED)
+        error = _error_text(trial)
+        driver.sink.put(status_record(trial_id, TrialStatus.FAILED, error=error))
+        driver.progress.set_status(trial_id, TrialStatus.FAILED, error=error)
 
 
 class CancelStopper(tune.Stopper):
@@ -240,6 +270,7 @@ class RunResult:
     statuses: Counter
     undelivered: bool
     delivery_error: str | None = None
+    sweep_status: SweepStatus | None = None  # None while results wait in the outbox
 
 
 def run(
@@ -288,6 +319,7 @@ def run(
                     _fit(spec, group, trainable, root)
         finally:
             _DRIVERS.pop(spec.name, None)
+            _requeue_interrupted(progress, sink)
             undelivered = not sink.close()
     else:
         undelivered = not sink.close()
@@ -295,9 +327,19 @@ def run(
     if undelivered:  # the database is out of reach: report what the driver saw, the outbox keeps the rest
         return RunResult(progress.counts(), True, str(sink.last_error))
     counts = Counter(trial_statuses(store, spec.name).values())
-    if not (todo and cancel.cancelled) and not ACTIVE_TRIAL_STATUSES & counts.keys():
-        store.set_sweep_status(spec.name, SweepStatus.COMPLETED)  # a cancelled sweep stays stopped until resumed
-    return RunResult(counts, False)
+    # A cancelled sweep stays stopped until resumed.
+    sweep_status = SweepStatus.STOPPED if todo and cancel.cancelled else store.finish_sweep(spec.name)
+    return RunResult(counts, False, sweep_status=sweep_status)
+
+
+def _requeue_interrupted(progress: SweepProgress, sink: ResultSink) -> None:
+    """Make the trials the stopped driver still counts as running pending again, so `resume` runs them.
+
+    Tune ends the trials of a cancelled (or interrupted) run without telling the callbacks.
+    """
+    for trial_id in progress.running():
+        sink.put(status_record(trial_id, TrialStatus.PENDING))
+        progress.set_status(trial_id, TrialStatus.PENDING)
 
 
 def _groups(trials: list[TrialPlan], by_budget: bool) -> list[list[TrialPlan]]:

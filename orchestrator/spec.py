@@ -209,6 +209,21 @@ def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
     return spec
 
 
+def changed_keys(old: SweepSpec, new: SweepSpec) -> list[str]:
+    """The keys whose values differ, a mapping's keys named one level down ("budgets", "training.steps")."""
+    before, after = old.model_dump(), new.model_dump()
+    changed = []
+    for key in before:
+        if before[key] == after[key]:
+            continue
+        if isinstance(before[key], dict) and isinstance(after[key], dict):
+            inner = [*before[key], *(k for k in after[key] if k not in before[key])]
+            changed += [f"{key}.{k}" for k in inner if before[key].get(k) != after[key].get(k)]
+        else:
+            changed.append(key)
+    return changed
+
+
 def load_spec(path: str | Path) -> tuple[SweepSpec, str]:
     """The validated spec and its text as submitted."""
     path = Path(path)

@@ -4,7 +4,14 @@ This package root is resultsdb's public surface; `api/` and `orchestrator/` impo
 """
 
 from resultsdb.engine import database_url, make_engine
-from resultsdb.errors import ConflictError, DatabaseUnavailable, InvalidQuery, NotFound
+from resultsdb.errors import (
+    ConflictError,
+    DatabaseUnavailable,
+    InvalidDatabaseUrl,
+    InvalidQuery,
+    NotFound,
+    UnknownMetric,
+)
 from resultsdb.frames import METRIC_COLUMN, MetricFrame
 from resultsdb.ids import canonical_json, trial_id
 from resultsdb.migrate import current as schema_revision
@@ -22,7 +29,16 @@ from resultsdb.models import (
     TrialStatus,
 )
 from resultsdb.queries import SUMMARY_STATS, Range
-from resultsdb.records import EventInfo, MetricSummary, SeriesPoint, SweepInfo, TokenInfo, TrialInfo, TrialPage
+from resultsdb.records import (
+    EventInfo,
+    MetricSummary,
+    SeriesPoint,
+    SweepInfo,
+    TokenInfo,
+    TrialInfo,
+    TrialPage,
+    ingested_spec_text,
+)
 from resultsdb.store import ResultsStore
 
 __all__ = [
@@ -34,6 +50,7 @@ __all__ = [
     "EventInfo",
     "FINISHED_SWEEP_STATUSES",
     "FINISHED_TRIAL_STATUSES",
+    "InvalidDatabaseUrl",
     "InvalidQuery",
     "METRIC_COLUMN",
     "MetricFrame",
@@ -51,8 +68,10 @@ __all__ = [
     "TrialInfo",
     "TrialPage",
     "TrialStatus",
+    "UnknownMetric",
     "canonical_json",
     "database_url",
+    "ingested_spec_text",
     "make_engine",
     "schema_head",
     "schema_revision",

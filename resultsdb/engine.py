@@ -1,7 +1,8 @@
 """Engines for the results database: SQLite by default, Postgres (psycopg 3) in a lab.
 
 The URL comes from the argument, else ``ELMSCALE_DATABASE_URL``, else ``sqlite:///elmscale.db``
-in the working directory. ``postgresql://`` URLs are mapped to the psycopg 3 driver.
+in the working directory. ``postgresql://`` URLs are mapped to the psycopg 3 driver; any other backend or
+driver, or a string that is not a URL, raises ``InvalidDatabaseUrl``.
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
-from resultsdb.errors import DatabaseUnavailable
+from resultsdb.errors import DatabaseUnavailable, InvalidDatabaseUrl
 
 DATABASE_URL_ENV = "ELMSCALE_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///elmscale.db"
+SUPPORTED_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 5
 
@@ -25,13 +28,29 @@ CONNECT_TIMEOUT_S = 5
 SQLITE_WRITE_OPTION = "elmscale_sqlite_write"
 
 
-def database_url(url: str | None = None) -> str:
-    """The URL to use: the argument, else the environment, else the SQLite default."""
+def database_url(url: str | None = None, *, hide_password: bool = False) -> str:
+    """The URL to use: the argument, else the environment, else the SQLite default; InvalidDatabaseUrl if malformed."""
     resolved = url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
-    parsed = make_url(resolved)
+    accepted = "use sqlite:///PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+    try:
+        parsed = make_url(resolved)
+    except (exc.ArgumentError, ValueError):
+        raise InvalidDatabaseUrl(f"database URL {resolved!r} is not a URL: {accepted}") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        shown = parsed.render_as_string(hide_password=True)
+        raise InvalidDatabaseUrl(f"database URL {shown!r}: {parsed.drivername!r} is not supported; {accepted}")
+    return parsed.render_as_string(hide_password=hide_password)
+
+
+def missing_sqlite_file(url: str | None = None) -> Path | None:
+    """The file of a SQLite URL when it does not exist yet (connecting would create it), else None."""
+    parsed = make_url(database_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
 
 
 def make_engine(url: str | None = None) -> Engine:
@@ -41,16 +60,14 @@ def make_engine(url: str | None = None) -> Engine:
         engine = create_engine(resolved, pool_pre_ping=True, pool_size=2, max_overflow=4)
         _configure_sqlite(engine)
         return engine
-    if resolved.get_backend_name() == "postgresql":
-        return create_engine(
-            resolved,
-            pool_pre_ping=True,
-            pool_size=2,
-            max_overflow=4,
-            pool_recycle=1800,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
-        )
-    raise ValueError(f"database URL {resolved.drivername!r}: only sqlite and postgresql are supported")
+    return create_engine(  # postgresql+psycopg, the one other driver database_url accepts
+        resolved,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=4,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -22,5 +22,20 @@ class InvalidQuery(ValueError):
     """A trial query the store cannot run: an unknown field or stat, an unsortable field, a foreign cursor."""
 
 
+class InvalidDatabaseUrl(ValueError):
+    """A database URL that does not parse, or names a backend other than SQLite and Postgres (psycopg 3)."""
+
+
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or opened; the caller may spool and retry later."""
+
+
+class UnknownMetric(InvalidQuery):
+    """A metric the sweep neither declares nor has a result of; the message lists the sweep's metrics."""
+
+    def __init__(self, sweep: str, metric: str, known: list[str]) -> None:
+        super().__init__(f"metric {metric!r} is not reported in sweep {sweep!r} (its metrics: {', '.join(known)})")
+        self.sweep, self.metric, self.known = sweep, metric, known
+
+    def __reduce__(self):
+        return type(self), (self.sweep, self.metric, self.known)

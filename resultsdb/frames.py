@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from resultsdb.models import MetricMode
+from resultsdb.models import ALLOCATION_COLUMNS, MetricMode
 from resultsdb.queries import SUMMARY_STATS, TRIAL_FRAME_COLUMNS
 
 METRIC_COLUMN = "metric"
@@ -22,18 +22,27 @@ class MetricFrame(NamedTuple):
     mode: MetricMode
 
 
-def summary_frame(trials: Sequence[tuple], summaries: Sequence[tuple]) -> pd.DataFrame:
-    """Trial rows (TRIAL_FRAME_COLUMNS) joined with summary rows (trial id, metric, *SUMMARY_STATS), pivoted wide."""
+def summary_frame(trials: Sequence[tuple], summaries: Sequence[tuple], sweep_metric: str) -> pd.DataFrame:
+    """Trial rows (TRIAL_FRAME_COLUMNS) joined with summary rows (trial id, metric, *SUMMARY_STATS), pivoted wide.
+
+    Every stat column is numeric (float64; Int64 for steps) even where no trial has a value. A `<metric>.final`
+    column appears for the sweep's metric and for metrics some trial has a final value of. Metrics named like an
+    allocation column (the model's size, which trainers used to report with every window) are left out: the
+    trial's own column holds that value.
+    """
     # Plain tuples: pandas inspects Row objects one attribute at a time, ~10x slower on 10k trials.
     frame = pd.DataFrame([tuple(row) for row in trials], columns=list(TRIAL_FRAME_COLUMNS))
     frame["status"] = frame["status"].astype(object).map(str)  # plain strings, not enum members, in files
-    if not summaries:
-        return frame
     long = pd.DataFrame([tuple(row) for row in summaries], columns=["id", "metric", *SUMMARY_STATS])
-    long = long.astype({"last_step": "Int64", "best_step": "Int64"})
+    long = long[~long["metric"].isin(ALLOCATION_COLUMNS)]
+    if long.empty:
+        return frame
+    long = long.astype({stat: "Int64" if stat.endswith("_step") else "float64" for stat in SUMMARY_STATS})
     wide = long.pivot(index="id", columns="metric", values=list(SUMMARY_STATS))
     metrics = sorted(long["metric"].unique())
-    columns = [(stat, metric) for metric in metrics for stat in SUMMARY_STATS]
+    with_final = {sweep_metric, *long.loc[long["final"].notna(), "metric"]}
+    columns = [(stat, metric) for metric in metrics for stat in SUMMARY_STATS
+               if stat != "final" or metric in with_final]
     wide = wide[columns]
     wide.columns = [f"{metric}.{stat}" for stat, metric in columns]
     return frame.merge(wide, how="left", left_on="id", right_index=True)

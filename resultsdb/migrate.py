@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
-from resultsdb.engine import connect, make_engine
+from resultsdb.engine import connect, make_engine, missing_sqlite_file
 
 VERSION_TABLE = "elmscale_alembic_version"
 
@@ -52,7 +52,9 @@ def downgrade(url: str | None, revision: str) -> None:
 
 
 def current(url: str | None = None) -> str | None:
-    """The revision the database is at, or None for a database never migrated."""
+    """The revision the database is at, or None for a database never migrated (a missing SQLite file stays missing)."""
+    if missing_sqlite_file(url):
+        return None
     with _connection(url) as connection:
         return MigrationContext.configure(
             connection, opts={"version_table": VERSION_TABLE}

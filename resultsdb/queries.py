@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, and_, false, func, or_, select, true
+from sqlalchemy import BigInteger, ColumnElement, Connection, Integer, Row, Select, and_, false, func, or_, select, true
 from sqlalchemy.orm import aliased
 
-from resultsdb.errors import InvalidQuery, NotFound
+from resultsdb.errors import InvalidQuery, NotFound, UnknownMetric
 from resultsdb.models import ALLOCATION_COLUMNS, Event, MetricPoint, Sweep, Trial, TrialStatus, TrialSummary
 from resultsdb.records import EventInfo, MetricSummary, SweepInfo, TrialInfo, TrialPage
 
@@ -107,6 +107,15 @@ class TrialQuery:
         return statement
 
 
+def storable(column: ColumnElement[Any], value: Any) -> bool:
+    """Whether `value` fits the column's type; an integer beyond its range (a seed past 64 bits, a d_m of 3e9 in a
+    32-bit column) equals no stored value, and the databases refuse it as a parameter."""
+    if not isinstance(column.type, Integer) or not isinstance(value, int) or isinstance(value, bool):
+        return True
+    limit = 2**63 if isinstance(column.type, BigInteger) else 2**31
+    return -limit <= value < limit
+
+
 def condition(column: ColumnElement[Any], field: str, wanted: Condition) -> ColumnElement[bool]:
     if isinstance(wanted, Range):
         bounds = []
@@ -116,9 +125,10 @@ def condition(column: ColumnElement[Any], field: str, wanted: Condition) -> Colu
             bounds.append(column <= wanted.high)
         return and_(true(), *bounds)
     if isinstance(wanted, str | int | float):
-        return column == wanted
+        return column == wanted if storable(column, wanted) else false()
     if isinstance(wanted, Collection):
-        return column.in_(sorted(wanted, key=str)) if wanted else false()
+        values = sorted((value for value in wanted if storable(column, value)), key=str)
+        return column.in_(values) if values else false()
     raise InvalidQuery(f"filter {field!r}: expected a Range, a set of values or one value, got {wanted!r}")
 
 
@@ -185,9 +195,10 @@ def build_trial_query(
     fields: Sequence[str],
     limit: int | None,
     cursor: str | None,
-) -> tuple[Select, Sort]:
-    """The SELECT for one page (its columns: `fields`, distinct, in order); with a limit it selects one extra
-    row to tell whether a next page exists, and each row ends with the sort key for the next cursor."""
+) -> tuple[Select, Sort, list[str]]:
+    """The SELECT for one page (its columns: `fields`, distinct, in order) and the metrics it reads; with a limit
+    it selects one extra row to tell whether a next page exists, and each row ends with the sort key for the
+    next cursor."""
     query = TrialQuery()
     parsed_sort = Sort.parse(sort)
     selected = [query.column(field).label(field) for field in fields]
@@ -203,7 +214,7 @@ def build_trial_query(
         statement = statement.limit(limit + 1)
     statement = query.joined(statement.select_from(Trial)).where(*filters)
     statement = statement.order_by(*order_by(sort_column, parsed_sort))
-    return statement, parsed_sort
+    return statement, parsed_sort, list(query.summaries)
 
 
 def downsampled_series(trial_id: str, metric: str, max_points: int) -> Select:
@@ -240,6 +251,30 @@ def find_or_raise(connection: Connection, statement: Select, kind: str, key: str
 
 def sweep_id(connection: Connection, name: str) -> int:
     return find_or_raise(connection, select(Sweep.id).where(Sweep.name == name), "sweep", name).id
+
+
+def metrics_with_results(sweep_id: int, among: Collection[str] | None = None) -> Select:
+    """The names of the metrics with a result in the sweep (only those `among`, when given)."""
+    statement = (
+        select(TrialSummary.metric).distinct().join(Trial, Trial.id == TrialSummary.trial_id)
+        .where(Trial.sweep_id == sweep_id)
+    )
+    return statement if among is None else statement.where(TrialSummary.metric.in_(sorted(among)))
+
+
+def check_metrics(connection: Connection, sweep_id: int, metrics: Collection[str]) -> None:
+    """UnknownMetric for the first of `metrics` that the sweep neither declares nor has a result of."""
+    if not metrics:
+        return
+    sweep = connection.execute(select(Sweep.name, Sweep.metric, Sweep.metric_modes).where(Sweep.id == sweep_id)).one()
+    declared = {sweep.metric, *sweep.metric_modes}
+    undeclared = set(metrics) - declared
+    if not undeclared:
+        return
+    unknown = sorted(undeclared - set(connection.scalars(metrics_with_results(sweep_id, undeclared))))
+    if unknown:
+        known = declared | set(connection.scalars(metrics_with_results(sweep_id)))
+        raise UnknownMetric(sweep.name, unknown[0], sorted(known))
 
 
 def sweep_infos(connection: Connection, name: str | None) -> list[SweepInfo]:
@@ -312,7 +347,9 @@ def trial_page(
     cursor: str | None,
 ) -> TrialPage:
     """One page of the sweep's trials (see ResultsStore.query_trials)."""
-    statement, parsed_sort = build_trial_query(sweep_id(connection, sweep), where, sort, fields, limit, cursor)
+    of_sweep = sweep_id(connection, sweep)
+    statement, parsed_sort, metrics = build_trial_query(of_sweep, where, sort, fields, limit, cursor)
+    check_metrics(connection, of_sweep, metrics)
     rows = connection.execute(statement).all()
     next_cursor = None
     if limit is not None and len(rows) > limit:
@@ -326,9 +363,13 @@ def trial_page(
     return TrialPage(fields=fields, rows=page_rows, next_cursor=next_cursor)
 
 
-def summary_rows(connection: Connection, sweep: str) -> tuple[SweepInfo, Sequence[Row], Sequence[Row]]:
-    """The sweep, its trials' TRIAL_FRAME_COLUMNS and their summaries, for resultsdb.frames.summary_frame."""
+def summary_rows(
+    connection: Connection, sweep: str, metrics: Collection[str] = ()
+) -> tuple[SweepInfo, Sequence[Row], Sequence[Row]]:
+    """The sweep, its trials' TRIAL_FRAME_COLUMNS and their summaries, for resultsdb.frames.summary_frame;
+    UnknownMetric when one of `metrics` is not the sweep's."""
     info = find_sweep(connection, sweep)
+    check_metrics(connection, info.id, metrics)
     trials = connection.execute(
         select(*(getattr(Trial, column) for column in TRIAL_FRAME_COLUMNS))
         .where(Trial.sweep_id == info.id)
@@ -340,6 +381,13 @@ def summary_rows(connection: Connection, sweep: str) -> tuple[SweepInfo, Sequenc
         .where(Trial.sweep_id == info.id)
     ).all()
     return info, trials, summaries
+
+
+def trial_series(connection: Connection, trial_id: str, metric: str, max_points: int) -> Sequence[Row]:
+    """The points of downsampled_series; NotFound for an unknown trial, UnknownMetric for a metric not its sweep's."""
+    trial = find_or_raise(connection, select(Trial.sweep_id).where(Trial.id == trial_id), "trial", trial_id)
+    check_metrics(connection, trial.sweep_id, [metric])
+    return connection.execute(downsampled_series(trial_id, metric, max_points)).all()
 
 
 def events_since(connection: Connection, after_id: int, sweep: str | None, limit: int) -> list[EventInfo]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +26,24 @@ class SweepInfo:
     created_at: datetime
     finished_at: datetime | None
     trial_counts: dict[TrialStatus, int]
+
+    @property
+    def ingested(self) -> bool:
+        """Whether the sweep holds results ingested from elsewhere: it has no spec, so nothing to run."""
+        try:
+            recorded = json.loads(self.spec_text)
+        except ValueError:  # a YAML spec
+            return False
+        return isinstance(recorded, dict) and recorded.get("source") == INGESTED_SOURCE
+
+
+INGESTED_SOURCE = "ingest"
+
+
+def ingested_spec_text(name: str, declared: Mapping[str, str], metric_modes: Mapping[str, str]) -> str:
+    """What an ingested sweep records as its spec: where its results came from, its declared task, metric, mode."""
+    return json.dumps({"source": INGESTED_SOURCE, "name": name, **declared, "metric_modes": metric_modes},
+                      sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ Sweeps
     find_sweep(name) -> SweepInfo (NotFound);  get_sweep(name) -> SweepInfo | None
     list_sweeps() -> list[SweepInfo]  (with trial counts by status)
     set_sweep_status(name, status) -> bool (changed)
+    finish_sweep(name) -> SweepStatus: once no trial is pending or running, "completed" when any trial
+        succeeded (completed or stopped early), "failed" when none did; unchanged while a trial is still to run.
+    stop_sweep(name) -> SweepStatus: the status it had; "stopped" now unless it had finished (completed,
+        failed, stopped), which it keeps.
 Trials
     add_trials(sweep, trials) -> list[str]: each trial a mapping with `config`, `seed` and the
         allocation columns (budget may be None); ids are trial_id(sweep, config, seed); idempotent.
@@ -37,12 +41,16 @@ Queries
         "<metric>.<stat>" (stat: last, last_step, min, max, best, best_step, final), e.g.
         where={"budget": Range(1e5, 1e6), "status": {"completed"}, "bpc.best": Range(high=1.5)},
         sort="-bpc.best" (descending; NULLs last, ties by id). Pass page.next_cursor to continue;
-        limit=None returns every row. InvalidQuery names an unknown field, sort or cursor.
-    series(trial_id, metric, max_points=1000) -> list[SeriesPoint]  (downsampled, last point kept)
+        limit=None returns every row. InvalidQuery names an unknown field, sort or cursor; UnknownMetric
+        (an InvalidQuery) a metric the sweep neither declares (metric, metric_modes) nor has a result of.
+        An integer no column of its type can hold matches nothing.
+    series(trial_id, metric, max_points=1000) -> list[SeriesPoint]  (downsampled, last point kept;
+        NotFound, UnknownMetric)
     summary_frame(sweep) -> pandas.DataFrame: one row per trial, columns id, status, allocation
-        columns, and "<metric>.<stat>" for every reported metric.
+        columns, and "<metric>.<stat>" for every reported metric (see resultsdb.frames.summary_frame).
     metric_frame(sweep, metric=None) -> MetricFrame(trials, metric, mode): the summary frame with the
-        metric's value per trial (final, else best) in METRIC_COLUMN; default metric: the sweep's.
+        metric's value per trial (final, else best) in METRIC_COLUMN; default metric: the sweep's
+        (UnknownMetric for one that is not the sweep's).
 Events (live feed)
     record_event(kind, payload=None, *, sweep=None, trial_id=None) -> int
     events_since(after_id=0, *, sweep=None, limit=1000) -> list[EventInfo]; ids grow in commit order.
@@ -69,9 +77,11 @@ from resultsdb.engine import connect, make_engine
 from resultsdb.errors import ConflictError, InvalidQuery, NotFound
 from resultsdb.ids import trial_id as make_trial_id
 from resultsdb.models import (
+    ACTIVE_TRIAL_STATUSES,
     ALLOCATION_COLUMNS,
     FINISHED_SWEEP_STATUSES,
     FINISHED_TRIAL_STATUSES,
+    SUCCESSFUL_TRIAL_STATUSES,
     ApiToken,
     MetricMode,
     Sweep,
@@ -79,7 +89,7 @@ from resultsdb.models import (
     Trial,
     TrialStatus,
 )
-from resultsdb.queries import DEFAULT_FIELDS, Condition, downsampled_series, utc
+from resultsdb.queries import DEFAULT_FIELDS, Condition, utc
 from resultsdb.records import EventInfo, SeriesPoint, SweepInfo, TokenInfo, TrialInfo, TrialPage
 from resultsdb.retry import in_write_transaction
 from resultsdb.tokens import new_token, token_hash
@@ -164,6 +174,14 @@ class ResultsStore:
         """Set a sweep's status; finished statuses record the finish time. Returns whether it changed."""
         return self._write(_set_sweep_status_without_commit, name, _member("sweep status", status, SweepStatus))
 
+    def finish_sweep(self, name: str) -> SweepStatus:
+        """End a sweep none of whose trials is still to run: failed when none succeeded, else completed."""
+        return self._write(_finish_sweep_without_commit, name)
+
+    def stop_sweep(self, name: str) -> SweepStatus:
+        """Mark a sweep stopped unless it has finished; returns the status it had."""
+        return self._write(_stop_sweep_without_commit, name)
+
     # Trials
 
     def add_trials(self, sweep: str, trials: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -239,21 +257,21 @@ class ResultsStore:
         """A trial's points of one metric by step, thinned to at most `max_points` (the last kept)."""
         if max_points < 1:
             raise InvalidQuery(f"max_points {max_points}: must be at least 1")
-        rows = self._read(_rows, downsampled_series(trial_id, metric, max_points))
+        rows = self._read(queries.trial_series, trial_id, metric, max_points)
         return [SeriesPoint(row.step, row.value, row.wall_time) for row in rows]
 
     def summary_frame(self, sweep: str) -> pandas.DataFrame:
         """One row per trial: id, status, allocation columns, attempts, error, node, device, start/end times,
         then "<metric>.<stat>" columns."""
-        _, trials, summaries = self._read(queries.summary_rows, sweep)
-        return frames.summary_frame(trials, summaries)
+        info, trials, summaries = self._read(queries.summary_rows, sweep)
+        return frames.summary_frame(trials, summaries, info.metric)
 
     def metric_frame(self, sweep: str, metric: str | None = None) -> frames.MetricFrame:
         """The summary frame with `metric` (default: the sweep's) per trial in METRIC_COLUMN, and its mode."""
-        info, trials, summaries = self._read(queries.summary_rows, sweep)
+        info, trials, summaries = self._read(queries.summary_rows, sweep, [metric] if metric else [])
         metric = metric or info.metric
         mode = MetricMode(info.metric_modes.get(metric, info.mode))
-        return frames.metric_frame(frames.summary_frame(trials, summaries), metric, mode)
+        return frames.metric_frame(frames.summary_frame(trials, summaries, info.metric), metric, mode)
 
     # Events
 
@@ -359,6 +377,25 @@ def _set_sweep_status_without_commit(connection: Connection, name: str, status: 
         event = {"kind": f"sweep_{status}", "sweep_id": sweep_id, "payload": {"status": status}}
         writes.append_events(connection, [event])
     return bool(changed)
+
+
+def _finish_sweep_without_commit(connection: Connection, name: str) -> SweepStatus:
+    sweep = queries.find_sweep(connection, name)
+    statuses = sweep.trial_counts.keys()
+    if statuses & ACTIVE_TRIAL_STATUSES:
+        return sweep.status
+    ended = SweepStatus.FAILED if statuses and not statuses & SUCCESSFUL_TRIAL_STATUSES else SweepStatus.COMPLETED
+    _set_sweep_status_without_commit(connection, name, ended)
+    return ended
+
+
+def _stop_sweep_without_commit(connection: Connection, name: str) -> SweepStatus:
+    status = queries.find_or_raise(
+        connection, select(Sweep.status).where(Sweep.name == name).with_for_update(), "sweep", name
+    ).status
+    if status not in FINISHED_SWEEP_STATUSES:
+        _set_sweep_status_without_commit(connection, name, SweepStatus.STOPPED)
+    return status
 
 
 def _add_trials_without_commit(connection: Connection, sweep: str, rows: list[dict[str, Any]]) -> None:

@@ -18,7 +18,7 @@ from api.errors import ERROR_RESPONSES
 from api.frames import SweepFrames
 from api.routers.common import SweepName
 from api.schemas import FrontierKind, FrontierOut, LawName, LawOut, LawsOut, MetricName, OptimumOut, PositiveBudget
-from resultsdb import ALLOCATION_COLUMNS, CONFIG_COLUMNS, METRIC_COLUMN, InvalidQuery, MetricFrame
+from resultsdb import ALLOCATION_COLUMNS, CONFIG_COLUMNS, METRIC_COLUMN, MetricFrame
 
 router = APIRouter(prefix="/sweeps", tags=["analysis"], dependencies=[Depends(require_reader)],
                    responses=ERROR_RESPONSES)
@@ -34,19 +34,14 @@ def _analysed(
     analyse: Callable[[pd.DataFrame, str, str], Any]
 ) -> Any:
     """analyse(trials, metric name, mode) on the sweep's trials (value in METRIC_COLUMN), kept until the sweep
-    changes; 422 for a metric no trial reported."""
+    changes; the store's UnknownMetric (422) for a metric that is not the sweep's."""
 
-    def checked(frame: MetricFrame) -> Any:
+    def on_read_columns(frame: MetricFrame) -> Any:
         trials, metric_name, mode = frame
-        if metric is not None and not {f"{metric}.final", f"{metric}.best"} & set(trials.columns):
-            reported = sorted({column.rpartition(".")[0] for column in trials.columns if column.endswith(".best")})
-            raise InvalidQuery(
-                f"metric {metric!r} is not reported in sweep {sweep!r} (reported: {', '.join(reported) or 'none yet'})"
-            )
         # Analyses copy the rows they keep: carrying only the columns they read keeps that cheap.
         return analyse(trials[["id", *ALLOCATION_COLUMNS, METRIC_COLUMN]], metric_name, mode)
 
-    return frames.derived(sweep, metric, name, checked)
+    return frames.derived(sweep, metric, name, on_read_columns)
 
 
 def _records(frame: pd.DataFrame, renames: dict[str, str] | None = None) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import Frames, require_reader
 from api.errors import ERROR_RESPONSES
 from api.routers.common import SweepName
+from resultsdb import METRIC_COLUMN
 
 router = APIRouter(prefix="/sweeps", tags=["export"], dependencies=[Depends(require_reader)], responses=ERROR_RESPONSES)
 
@@ -74,8 +75,10 @@ def stream_table(table: pa.Table, file_format: str) -> Iterator[bytes]:
     "/{name}/export",
     response_class=StreamingResponse,
     summary="The sweep's trials, one row each with every metric summary, as a file",
-    description="The table of `orchestrator export`: read it with `pandas.read_csv`, `pandas.read_parquet` or "
-    "`pyarrow.ipc.open_stream`.",
+    description="The table of `orchestrator export`: id, status, the allocation columns, attempts, error, node, "
+    "device, start and end times, then `<metric>.<stat>` for each reported metric (numbers: float, steps integer; "
+    "`.final` for the sweep's metric and metrics with a final value). Read it with `pandas.read_csv`, "
+    "`pandas.read_parquet` or `pyarrow.ipc.open_stream`.",
     responses={200: {"content": {media_type: {} for media_type in MEDIA_TYPES.values()}, "description": "The file"}},
 )
 def export(
@@ -83,8 +86,9 @@ def export(
     frames: Frames,
     format: Annotated[Literal["csv", "parquet", "arrow"], Query(description="File format")] = "csv",
 ) -> StreamingResponse:
-    table = frames.derived(name, None, "arrow table",
-                           lambda frame: pa.Table.from_pandas(frame.trials, preserve_index=False))
+    # The analyses' METRIC_COLUMN repeats the sweep's metric (its final value, else its best): not exported.
+    table = frames.derived(name, None, "arrow table", lambda frame: pa.Table.from_pandas(
+        frame.trials.drop(columns=METRIC_COLUMN), preserve_index=False))
     filename = re.sub(r"[^A-Za-z0-9._-]", "_", name) + f".{format}"
     return StreamingResponse(
         stream_table(table, format),

@@ -16,7 +16,7 @@ from api.errors import ERROR_RESPONSES, ErrorDetail, describe_validation_errors
 from api.frames import SweepFrames
 from api.routers.common import SweepName
 from api.schemas import PRINTABLE, IngestOut, IngestRequest, IngestRow
-from resultsdb import ALLOCATION_COLUMNS, ConflictError, MetricMode, ResultsStore
+from resultsdb import ALLOCATION_COLUMNS, ConflictError, MetricMode, ResultsStore, ingested_spec_text
 
 router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES)
 
@@ -41,6 +41,7 @@ its seed, so sending the same rows again changes nothing, and a corrected value 
 
 **The sweep** is created when it does not exist; then `task`, `metric` and `mode` are required and its spec text
 records them (`source: ingest`). For an existing sweep they are optional and must match it (409 otherwise).
+Once none of its trials is pending or running, the sweep is `completed`, or `failed` when no trial succeeded.
 Errors name the row as `rows.<index from 0>.<field>`.
 """
 
@@ -120,7 +121,7 @@ def _ensure_sweep(store: ResultsStore, name: str, declared: dict[str, str | None
     if missing:
         raise HTTPException(422, f"sweep {name!r} does not exist; to create it, give query parameter(s) "
                                  f"{', '.join(missing)}")
-    spec_text = json.dumps({"source": "ingest", "name": name, **declared, "metric_modes": metric_modes}, sort_keys=True)
+    spec_text = ingested_spec_text(name, declared, metric_modes)
     store.create_sweep(name, spec_text=spec_text, metric_modes=metric_modes, **declared)
     return True
 
@@ -135,6 +136,7 @@ def _store_rows(store: ResultsStore, frames: SweepFrames, name: str, rows: list[
     for trial_id, row in zip(trial_ids, rows, strict=True):
         final = {metric: value for metric, value in row.metrics.items() if value is not None}
         store.set_trial_status(trial_id, row.status, final=final)
+    store.finish_sweep(name)  # ingested trials have ended: the sweep's status says how
     # Final values of an unchanged status append no event, so the cached frames cannot see them.
     frames.forget(name)
     return trial_ids

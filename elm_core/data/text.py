@@ -17,6 +17,7 @@ ENWIK8_BYTES = 100_000_000
 # a zip member's CRC-32 is checked on every read as well.
 ENWIK8_MD5 = "a1fa5ffddb56f4953e226637dabbb36a"
 ENWIK8_MEMBER = "enwik8"
+ENWIK8_VOCABULARY = 205  # distinct byte values of the whole (md5-checked) file: its vocabulary and output classes
 
 MIN_CORPUS_BYTES = 1000
 SPLIT_BLOCKS = 100

@@ -21,12 +21,14 @@ from .common import DbOption, UserError, console, errors, open_store, spec_of, u
 app = typer.Typer()  # its commands join the main app (orchestrator.cli)
 
 ALLOCATION = list(CONFIG_COLUMNS)  # what tells allocations apart: every allocation column but the seed
-MetricOption = Annotated[str | None, typer.Option(help="A reported metric (default: the sweep's).")]
+MetricOption = Annotated[str | None, typer.Option(
+    help="Metric to compare trials by: any metric the trials reported, e.g. valid_bpc or train_loss; a trial's final "
+    "value, else its best (default: the sweep's metric from its spec, e.g. test_bpc).")]
 LawOption = Annotated[str, typer.Option("--law", help="frontier, allocation, surface, tradeoff, or all.")]
 
 
 @app.command()
-def frontier(name: str, db: DbOption = None, metric: Annotated[str | None, typer.Option()] = None) -> None:
+def frontier(name: str, db: DbOption = None, metric: MetricOption = None) -> None:
     """The best allocation at each budget (seeds averaged) and the runner-up."""
     with user_errors():
         print_frontier(open_store(db), name, metric)

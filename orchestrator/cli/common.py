@@ -13,7 +13,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from resultsdb import ConflictError, DatabaseUnavailable, NotFound, ResultsStore, upgrade_schema
+from resultsdb import (
+    ConflictError,
+    DatabaseUnavailable,
+    InvalidDatabaseUrl,
+    InvalidQuery,
+    NotFound,
+    ResultsStore,
+    database_url,
+    schema_head,
+    schema_revision,
+    upgrade_schema,
+)
 
 from ..spec import SpecError, SweepSpec, parse_spec
 
@@ -22,7 +33,10 @@ errors = Console(stderr=True)
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", envvar="ELMSCALE_DATABASE_URL", help="Database URL (default: sqlite:///elmscale.db)."),
+    typer.Option(
+        "--db", envvar="ELMSCALE_DATABASE_URL",
+        help="Database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (default: sqlite:///elmscale.db).",
+    ),
 ]
 AddressOption = Annotated[
     str | None,
@@ -58,17 +72,32 @@ def user_errors() -> Iterator[None]:
         fail(*error.lines)
     except NotFound as error:
         fail(f"{error} (see `orchestrator list`)" if error.kind == "sweep" else str(error))
-    except (ConflictError, DatabaseUnavailable) as error:
+    except (ConflictError, DatabaseUnavailable, InvalidDatabaseUrl, InvalidQuery) as error:
         fail(str(error))
 
 
-def open_store(db: str | None) -> ResultsStore:
-    """The results store at `db`, its schema migrated to the current version."""
-    upgrade_schema(db)
+def open_store(db: str | None, *, migrate: bool = False, create: bool = False) -> ResultsStore:
+    """The results store at `db`, which must exist at the newest schema revision.
+
+    Only commands that write pass `migrate` (bring an older schema up to date) or `create` (also make the
+    database where there is none); reading commands never change a database, nor create a file.
+    """
+    revision = schema_revision(db)
+    shown = database_url(db, hide_password=True)
+    if revision is None and not create:
+        raise UserError(f"no elmscale database at {shown}: `orchestrator submit SPEC` (or `orchestrator db upgrade`) "
+                        "creates one; --db or ELMSCALE_DATABASE_URL selects another")
+    if revision != schema_head():
+        if not (migrate or create):
+            raise UserError(f"the database at {shown} is at schema revision {revision}, not the newest "
+                            f"({schema_head()}): run `orchestrator db upgrade`")
+        upgrade_schema(db)
     return ResultsStore(db)
 
 
 def spec_of(store: ResultsStore, name: str) -> tuple[SweepSpec, str]:
-    """The spec a sweep was recorded with, and its text."""
+    """The spec a sweep was recorded with, and its text; UserError for an ingested sweep, which has none."""
     sweep = store.find_sweep(name)
+    if sweep.ingested:
+        raise UserError(f"sweep {name!r} was ingested: nothing to run")
     return parse_spec(sweep.spec_text, f"sweep {name}"), sweep.spec_text

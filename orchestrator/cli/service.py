@@ -20,7 +20,7 @@ app.add_typer(token_app, name="token")
 def token_create(name: str, db: DbOption = None) -> None:
     """Create a token (printed once; only its hash is stored)."""
     with user_errors():
-        token = open_store(db).create_token(name)
+        token = open_store(db, create=True).create_token(name)
     console.print(token, highlight=False)
 
 
@@ -28,7 +28,7 @@ def token_create(name: str, db: DbOption = None) -> None:
 def token_revoke(name: str, db: DbOption = None) -> None:
     """Revoke a token by name."""
     with user_errors():
-        if not open_store(db).revoke_token(name):
+        if not open_store(db, migrate=True).revoke_token(name):
             raise UserError(f"no active token named {name!r}")
     console.print(f"revoked {name}")
 
@@ -49,7 +49,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     db: DbOption = None,
 ) -> None:
-    """Start the API and dashboard (FastAPI under uvicorn); OpenAPI docs at /docs."""
+    """Start the API and dashboard (FastAPI under uvicorn); OpenAPI docs at /docs. It never migrates the database."""
     with user_errors():
         open_store(db).close()
     if db:

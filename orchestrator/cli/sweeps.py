@@ -6,17 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from resultsdb import FINISHED_TRIAL_STATUSES, ResultsStore, SweepStatus, TrialStatus
+from resultsdb import FINISHED_SWEEP_STATUSES, ResultsStore, SweepStatus, TrialStatus
 
 from ..plan import plan as expand
 from ..spec import SweepSpec, load_spec
 from .analysis import print_frontier
 from .common import AddressOption, DbOption, UserError, console, errors, open_store, spec_of, user_errors
+from .progress import sweep_progress
 
 app = typer.Typer()  # its commands join the main app (orchestrator.cli)
 
@@ -28,13 +26,14 @@ def plan(spec_path: SpecArgument) -> None:
     """Print the expanded trial table of a sweep spec without running anything."""
     with user_errors():
         spec, _ = load_spec(spec_path)
-        trials = expand(spec)
+        trials = expand(spec, str(spec_path))
     table = Table(title=f"{spec.name}: {len(trials)} trials", show_lines=False)
-    for column in ("budget", *trials[0].axes, "N", "d_m", "k_e", "k_c", "P", "shortfall", "seed"):
+    other_axes = [axis for axis in trials[0].axes if axis != "d_m"]  # d_m has its own column
+    for column in ("budget", *other_axes, "N", "d_m", "k_e", "k_c", "P", "shortfall", "seed"):
         table.add_column(column, justify="right")
     for t in trials:
         table.add_row(
-            f"{t.budget:.3g}", *(str(v) for v in t.axes.values()), str(t.model.n_hidden), str(t.model.d_m),
+            f"{t.budget:.3g}", *(str(t.axes[axis]) for axis in other_axes), str(t.model.n_hidden), str(t.model.d_m),
             f"{t.params.k_e:,}", f"{t.params.k_c:,}", f"{t.params.params_total:,}", f"{t.shortfall:+.2%}", str(t.seed),
         )
     console.print(table)
@@ -45,8 +44,8 @@ def submit(spec_path: SpecArgument, db: DbOption = None, address: AddressOption 
     """Record a sweep and all its trials, then run them on Ray Tune (resubmitting the same spec resumes it)."""
     with user_errors():
         spec, text = load_spec(spec_path)
-        expand(spec)  # every spec problem surfaces before the database is touched
-        store = open_store(db)
+        expand(spec, str(spec_path))  # every spec problem surfaces before the database is touched
+        store = open_store(db, create=True)
         _execute(spec, text, store, address, only=None)
 
 
@@ -54,7 +53,7 @@ def submit(spec_path: SpecArgument, db: DbOption = None, address: AddressOption 
 def resume(name: str, db: DbOption = None, address: AddressOption = None) -> None:
     """Run what is unfinished of a sweep (after a killed driver, a reboot, a database outage)."""
     with user_errors():
-        store = open_store(db)
+        store = open_store(db, migrate=True)
         spec, text = spec_of(store, name)
         _execute(spec, text, store, address, only=None)
 
@@ -65,7 +64,7 @@ def retry_failed(name: str, db: DbOption = None, address: AddressOption = None) 
     from .. import runner  # Ray loads here and in _execute: the other commands start without it.
 
     with user_errors():
-        store = open_store(db)
+        store = open_store(db, migrate=True)
         spec, text = spec_of(store, name)
         failed = [tid for tid, status in runner.trial_statuses(store, name).items() if status == TrialStatus.FAILED]
         if not failed:
@@ -78,9 +77,8 @@ def _execute(spec: SweepSpec, text: str, store: ResultsStore, address: str | Non
     from .. import runner
 
     trials = runner.prepare(spec, text, store)
-    holder: dict = {}
-    with Live(console=console, refresh_per_second=2, get_renderable=lambda: _progress_view(holder)) as _:
-        outcome = runner.run(spec, trials, store, address=address, only=only, live=lambda p: holder.update(p=p))
+    with sweep_progress(console, spec.name, trials) as live:
+        outcome = runner.run(spec, trials, store, address=address, only=only, live=live)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items()))
     console.print(f"[bold]{spec.name}[/bold]: {counts}")
     if outcome.undelivered:
@@ -89,25 +87,16 @@ def _execute(spec: SweepSpec, text: str, store: ResultsStore, address: str | Non
             f"outbox: run `orchestrator resume {spec.name}` when the database is back", highlight=False,
         )
         raise typer.Exit(1)
+    failed = outcome.statuses[TrialStatus.FAILED]
+    where = (f"their errors: `orchestrator status {spec.name}`; run them again: "
+             f"`orchestrator retry-failed {spec.name}`")
+    if outcome.sweep_status == SweepStatus.FAILED:
+        errors.print(f"[red]error:[/red] all {failed} trials failed; {where}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     print_frontier(store, spec.name)
-
-
-def _progress_view(holder: dict):
-    progress = holder.get("p")
-    if progress is None:
-        return "planning..."
-    counts = progress.counts()
-    done = sum(counts[status] for status in FINISHED_TRIAL_STATUSES)
-    bar = ProgressBar(total=progress.total, completed=done, width=40)
-    line = (f"trials {done}/{progress.total}  running {counts[TrialStatus.RUNNING]}  "
-            f"failed {counts[TrialStatus.FAILED]}  stopped early {counts[TrialStatus.STOPPED_EARLY]}")
-    table = Table(title=f"best {progress.metric} so far", title_justify="left")
-    table.add_column("budget", justify="right")
-    table.add_column(progress.metric, justify="right")
-    with progress.lock:
-        for budget, value in sorted(progress.best_by_budget.items()):
-            table.add_row(f"{budget:.3g}", f"{value:.4f}")
-    return Group(bar, line, table)
+    if failed:
+        errors.print(f"[yellow]warning:[/yellow] {failed} of {outcome.statuses.total()} trials failed; {where}",
+                     highlight=False, soft_wrap=True)
 
 
 @app.command("list")
@@ -146,10 +135,13 @@ def status(name: Annotated[str | None, typer.Argument()] = None, db: DbOption = 
 
 @app.command()
 def cancel(name: str, db: DbOption = None) -> None:
-    """Stop a sweep: its running driver stops launching and stops its trials; `resume` continues it."""
+    """Stop an unfinished sweep: its running driver stops launching and stops its trials; `resume` continues it."""
     with user_errors():
-        open_store(db).set_sweep_status(name, SweepStatus.STOPPED)
-    console.print(f"{name}: stopped")
+        previous = open_store(db, migrate=True).stop_sweep(name)
+    if previous in FINISHED_SWEEP_STATUSES:
+        console.print(f"{name}: already {previous}, nothing to cancel")
+    else:
+        console.print(f"{name}: stopped")
 
 
 @app.command()
@@ -163,7 +155,7 @@ def export(
     with user_errors():
         if format not in ("csv", "parquet"):
             raise UserError(f"--format must be csv or parquet, got {format!r}")
-        frame = open_store(db).metric_frame(name).trials
+        frame = open_store(db).summary_frame(name)
         target = out or Path(f"{name}.{format}")
         partial = target.with_name(target.name + ".partial")
         try:

@@ -64,8 +64,8 @@ def test_analysis_of_a_sweep_without_results_is_empty_and_unknown_metrics_are_42
     store.add_trials("fresh", [allocation(params_total=100, budget=100)])
     assert client.get(f"{API}/sweeps/fresh/frontier").json()["points"] == []
     assert client.get(f"{API}/sweeps/fresh/optimum").json()["budgets"] == []
-    answer = client.get(f"{API}/sweeps/fresh/frontier?metric=accuracy")
-    assert answer.status_code == 422 and "accuracy" in answer.json()["detail"]
+    answer = client.get(f"{API}/sweeps/fresh/frontier?metric=bogus")
+    assert answer.status_code == 422 and "bogus" in answer.json()["detail"]
     assert client.get(f"{API}/sweeps/fresh/frontier?cost=colour").status_code == 422
 
 

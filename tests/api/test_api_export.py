@@ -17,7 +17,7 @@ def expected(store) -> pd.DataFrame:
     trial_ids = seeded_budget_sweep(store)
     store.write_results([(trial_ids[0], step, {"bpc": 2.5 - step / 10, "loss": 1.0}, float(step)) for step in range(5)])
     store.set_trial_status(trial_ids[1], "failed", error="diverged, said the trainer")
-    return store.metric_frame("budgets").trials
+    return store.summary_frame("budgets")
 
 
 def download(client, file_format: str) -> bytes:
@@ -47,7 +47,7 @@ def test_csv_export_reads_back_as_the_database_rows(client, expected):
     read_back = pd.read_csv(io.BytesIO(download(client, "csv")))
     assert read_back["id"].tolist() == expected["id"].tolist()
     assert read_back["error"].fillna("").tolist() == expected["error"].fillna("").tolist()
-    for column in ["budget", "d_m", "params_total", "seed", "metric", "bpc.best", "bpc.final", "loss.last"]:
+    for column in ["budget", "d_m", "params_total", "seed", "bpc.best", "bpc.final", "loss.last"]:
         assert read_back[column].tolist() == pytest.approx(expected[column].astype(float).tolist(), nan_ok=True), column
 
 

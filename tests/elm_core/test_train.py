@@ -59,8 +59,8 @@ def test_training_lowers_validation_bits_per_character():
     valid = [m["valid_bpc"] for _, m in reports if "valid_bpc" in m]
     assert len(valid) == 3
     assert valid[-1] < valid[0] < untrained - 1.0
-    assert math.isfinite(final["test_bpc"]) and final["params_total"] > 0
-    assert {"train_loss", "tokens_per_s", "step_time", "lr", "n_hidden", "k_e", "k_c"} <= set(reports[0][1])
+    assert math.isfinite(final["test_bpc"])
+    assert {"train_loss", "tokens_per_s", "step_time", "lr"} <= set(reports[0][1])
     # What a sweep may name as its metric is exactly what a trial reports, final test value included.
     assert set().union(*(metrics for _, metrics in reports)) == set(reported_metrics("pystdlib"))
     assert reports[-1][1] == final

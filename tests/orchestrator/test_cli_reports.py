@@ -66,7 +66,8 @@ def test_export_reads_back_identical_to_the_database(finished_sweep, tmp_path, f
     by_id = frame.set_index("id")
     for t in trials:
         assert by_id.loc[t.trial_id, "n_hidden"] == t.model.n_hidden
-        assert by_id.loc[t.trial_id, "metric"] == pytest.approx(known_loss(t.model.n_hidden, t.params.k_e, t.seed))
+        expected = known_loss(t.model.n_hidden, t.params.k_e, t.seed)
+        assert by_id.loc[t.trial_id, "test_bpc.final"] == pytest.approx(expected)
     assert not list(tmp_path.glob("*.partial"))
 
 

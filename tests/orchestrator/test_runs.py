@@ -131,16 +131,16 @@ def test_database_outage_during_a_sweep_loses_nothing(tmp_path, postgres_url, pr
     store.close()
 
 
-def test_failed_trials_keep_their_error_and_the_sweep_completes(tmp_path, postgres_url):
+def test_failed_trials_keep_their_error_and_the_sweep_fails(tmp_path, postgres_url):
     spec = tiny_spec("doomed", budgets=[3000], training={**tiny_spec()["training"], "max_grad_norm": 1e-9})
     result = run_cli(["submit", str(write_spec(tmp_path, spec))], cli_env(postgres_url, tmp_path / "state"))
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
     with ResultsStore(postgres_url) as store:
         frame = store.summary_frame("doomed")
         assert set(frame["status"]) == {"failed"}
         assert frame["error"].str.contains("TrainingDiverged: gradient norm").all()
         assert (frame["attempts"] == 2).all()  # max_failures=1: one retry
-        assert store.get_sweep("doomed").status == "completed"
+        assert store.get_sweep("doomed").status == "failed"
     status = run_cli(["status", "doomed"], cli_env(postgres_url, tmp_path / "state"))
     assert "failed" in status.stdout and "gradient norm" in status.stdout
 

@@ -124,8 +124,7 @@ def test_plan_refuses_a_metric_the_task_does_not_report_in_one_line_listing_what
     assert result.exit_code == 2
     assert result.output.splitlines() == [
         f"error: {path}: metric.name: 'test_acc' is not reported by task 'pystdlib' (it reports: best_valid_bpc, "
-        "grad_norm, k_c, k_e, lr, n_hidden, params_total, step_time, test_bpc, tokens_per_s, train_bpc, train_loss, "
-        "valid_bpc)"
+        "grad_norm, lr, step_time, test_bpc, tokens_per_s, train_bpc, train_loss, valid_bpc)"
     ]
 
 

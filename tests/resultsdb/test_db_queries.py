@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from store_helpers import SWEEP, numbered_allocation
 
-from resultsdb import NotFound, Range
+from resultsdb import NotFound, Range, UnknownMetric
 
 
 @pytest.fixture
@@ -137,7 +137,8 @@ def test_series_is_downsampled_to_at_most_k_points_keeping_the_last(store, trial
     assert thinned[-1].step == 1000
     assert [point.step for point in thinned] == sorted({point.step for point in thinned})
     assert [point.step for point in whole] == list(range(1, 1001))
-    assert store.series(trial_ids[0], "nothing") == []
+    with pytest.raises(UnknownMetric, match="metric 'nothing' is not reported"):
+        store.series(trial_ids[0], "nothing")
 
 
 def test_summary_frame_has_one_row_per_trial_with_metric_columns(store, scored_ids):
