@@ -1,5 +1,5 @@
-// The elmscale dashboard: sweeps list and one sweep's frontier, tradeoffs, located optima, fitted laws and trials,
-// kept live by /api/v1/feed.
+// The elmscale dashboard: sweeps list and one sweep's frontier, tradeoffs, located optima, fitted laws, trials and
+// their learning curves, kept live by /api/v1/feed.
 "use strict";
 
 const API = "api/v1"; // relative, so the page also works behind a reverse proxy under a path prefix
@@ -15,13 +15,14 @@ const FEED_KINDS = [
 const CHART_FIELDS = ["id", "status", "budget", "n_hidden", "d_m", "k_e", "k_c", "params_total", "seed", "metric.best", "metric.final"];
 const TABLE_COLUMNS = [
   ["id", "trial"], ["status", "status"], ["budget", "budget"], ["n_hidden", "N"], ["d_m", "d_m"], ["k_e", "k_e"],
-  ["k_c", "k_c"], ["params_total", "P"], ["seed", "seed"], ["node", "node"], ["metric.best", "best"], ["metric.final", "final"],
+  ["k_c", "k_c"], ["params_total", "P"], ["seed", "seed"], ["node", "node"], ["metric.best", "best"], ["metric.final", "final"], ["error", "error"],
 ];
-const TEXT_FIELDS = new Set(["status", "node"]);
+const TEXT_FIELDS = new Set(["status", "node", "error"]);
+const UNSORTABLE_FIELDS = new Set(["error"]); // as the API's trials query
 const TRADEOFF_AXES = { d_m: "d_m (memory units per neuron)", n_hidden: "N (neurons)" };
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-const fmt = (value) => Plot.formatNumber(value); // one argument: safe to pass to map()
 const fmt4 = (value) => Plot.formatPrecise(value, 4); // metrics: enough digits to compare
+const fmtInt = (value) => Plot.formatInteger(value); // budgets, parameter counts, N: exact
 
 function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -114,21 +115,24 @@ function progressBar(counts, total) {
 
 function sweepsTable(sweeps) {
   if (!sweeps.length) return h("p", { class: "muted" }, "No sweeps yet: run `orchestrator submit SPEC`.");
+  const head = ["sweep", "task", "metric", "status", "progress", "best", "budgets P", "created"];
+  const textColumns = ["task", "metric", "status"];
+  // data-label: on a narrow screen each sweep becomes a block of labelled lines (dashboard.css)
+  const td = (label, ...content) => h("td", { class: textColumns.includes(label) ? "text" : null, "data-label": label }, ...content);
   const rows = sweeps.map((s) => {
     const done = Math.round(s.progress * s.trials_total);
     return h("tr", { "data-sweep": s.name },
-      h("td", {}, h("a", { href: `#/sweeps/${encodeURIComponent(s.name)}` }, s.name)),
-      h("td", { class: "text" }, s.task),
-      h("td", { class: "text" }, `${s.metric} (${s.mode === "min" ? "lower" : "higher"} is better)`),
-      h("td", { class: "text" }, h("span", { class: `status ${s.status}` }, s.status)),
-      h("td", {}, progressBar(s.trial_counts, s.trials_total), ` ${done}/${s.trials_total}`),
-      h("td", {}, fmt(s.best)),
-      h("td", {}, s.budgets.map(fmt).join(", ")),
-      h("td", {}, new Date(s.created_at).toLocaleString()),
+      td("sweep", h("a", { href: `#/sweeps/${encodeURIComponent(s.name)}` }, s.name)),
+      td("task", s.task),
+      td("metric", `${s.metric} (${s.mode === "min" ? "lower" : "higher"} is better)`),
+      td("status", h("span", { class: `status ${s.status}` }, s.status)),
+      td("progress", progressBar(s.trial_counts, s.trials_total), ` ${done}/${s.trials_total}`),
+      td("best", fmt4(s.best)),
+      td("budgets P", s.budgets.map(fmtInt).join(", ")),
+      td("created", new Date(s.created_at).toLocaleString()),
     );
   });
-  const head = ["sweep", "task", "metric", "status", "progress", "best", "budgets P", "created"];
-  const th = (c) => h("th", { class: ["task", "metric", "status"].includes(c) ? "text" : null }, c);
+  const th = (c) => h("th", { class: textColumns.includes(c) ? "text" : null }, c);
   return h("table", { id: "sweeps" }, h("thead", {}, h("tr", {}, head.map(th))), h("tbody", {}, rows));
 }
 
@@ -159,8 +163,8 @@ function sweepFacts(sweep) {
     fact("trials", progressBar(sweep.trial_counts, sweep.trials_total), ` ${done}/${sweep.trials_total} finished`,
       sweep.trial_counts.running ? `, ${sweep.trial_counts.running} running` : "",
       sweep.trial_counts.failed ? `, ${sweep.trial_counts.failed} failed` : ""),
-    fact("best", fmt(sweep.best)),
-    fact("budgets P", sweep.budgets.map(fmt).join(", ") || "–"),
+    fact(`best ${sweep.metric}`, fmt4(sweep.best)),
+    fact("budgets P", sweep.budgets.map(fmtInt).join(", ") || "–"),
   );
 }
 
@@ -214,7 +218,7 @@ function intervalEnds(located, axis) {
 }
 
 function locatedTitle(located, budget) {
-  const parts = [`located optimum at budget ${fmt(budget)} (${located.method}${located.edge ? `, ${located.edge} edge` : ""})`,
+  const parts = [`located optimum at budget ${fmtInt(budget)} (${located.method}${located.edge ? `, ${located.edge} edge` : ""})`,
     `d_m ${estimateText(located.d_m)}`, `N ${estimateText(located.n_hidden)}`, `${estimateText(located.metric)}`];
   if (located.note) parts.push(located.note);
   return parts.join("\n");
@@ -241,7 +245,7 @@ function frontierChart(sweep, trials, frontier, optimum, law) {
     plot.layer.append(Plot.svg("circle", {
       class: "trial-point", r: 3.5, cx: plot.x(t.params_total), cy: plot.y(t.value),
       "data-trial-id": t.id, "data-params": t.params_total, "data-value": t.value,
-    }, Plot.svg("title", {}, `${t.id}: P ${fmt(t.params_total)}, N ${t.n_hidden}, d_m ${t.d_m}, seed ${t.seed}: ${fmt4(t.value)}`)));
+    }, Plot.svg("title", {}, `${t.id}: P ${fmtInt(t.params_total)}, N ${t.n_hidden}, d_m ${t.d_m}, seed ${t.seed}: ${fmt4(t.value)}`)));
   }
   if (curve) {
     plot.layer.append(Plot.polyline(plot, curve.points, { class: "law-curve", "data-law": "frontier" }));
@@ -254,8 +258,8 @@ function frontierChart(sweep, trials, frontier, optimum, law) {
     plot.layer.append(Plot.svg("circle", {
       class: "frontier-point", r: 5, cx: plot.x(p.params_total), cy: plot.y(p.value),
       "data-params": p.params_total, "data-value": p.value, "data-budget": p.budget,
-    }, Plot.svg("title", {}, `${perBudget ? `best at budget ${fmt(p.budget)}` : "frontier"}: P ${fmt(p.params_total)}, ` +
-      `N ${fmt(p.n_hidden)}, d_m ${fmt(p.d_m)}: ${fmt4(p.value)}` + (p.n_seeds > 1 ? ` (mean of ${p.n_seeds} seeds)` : ""))));
+    }, Plot.svg("title", {}, `${perBudget ? `best at budget ${fmtInt(p.budget)}` : "frontier"}: P ${fmtInt(p.params_total)}, ` +
+      `N ${fmtInt(p.n_hidden)}, d_m ${fmtInt(p.d_m)}: ${fmt4(p.value)}` + (p.n_seeds > 1 ? ` (mean of ${p.n_seeds} seeds)` : ""))));
   }
   for (const l of located) {
     const whisker = Plot.whisker(plot, "y", l.budget, l.metric.ci_low ?? l.metric.value, l.metric.ci_high ?? l.metric.value,
@@ -334,24 +338,24 @@ function tradeoffChart(sweep, trials, optimum, laws, axis, colorOf) {
       plot.layer.append(Plot.svg("circle", {
         class: "tradeoff-point", r: 3, cx: plot.x(t[axis]), cy: plot.y(t.value), fill: color, "fill-opacity": 0.55,
         "data-trial-id": t.id, "data-budget": budget,
-      }, Plot.svg("title", {}, `P ≈ ${fmt(budget)}: N ${t.n_hidden}, d_m ${t.d_m}, seed ${t.seed}: ${fmt4(t.value)}`)));
+      }, Plot.svg("title", {}, `P ≈ ${fmtInt(budget)}: N ${t.n_hidden}, d_m ${t.d_m}, seed ${t.seed}: ${fmt4(t.value)}`)));
     }
     if (axis === "d_m") {
       for (const [name, className] of models) {
         const curve = byName[name].curves.find((c) => c.x === "d_m" && Number(c.budget) === Number(budget));
         if (!curve) continue;
         const path = Plot.polyline(plot, curve.points, { class: `model-curve ${className}`, stroke: color, "data-budget": budget });
-        path.append(Plot.svg("title", {}, `${LAW_TITLES[name]} at budget ${fmt(budget)}`));
+        path.append(Plot.svg("title", {}, `${LAW_TITLES[name]} at budget ${fmtInt(budget)}`));
         plot.layer.append(path);
       }
     }
-    legend.push({ label: `budget ${fmt(budget)}`, color });
+    legend.push({ label: `budget ${fmtInt(budget)}`, color });
   }
   for (const { budget, best } of optimum.budgets) {
     if (!(best[axis] > 0)) continue;
     plot.layer.append(Plot.svg("circle", {
       class: "optimum-marker", r: 7, cx: plot.x(best[axis]), cy: plot.y(best.value), "data-budget": budget,
-    }, Plot.svg("title", {}, `best grid allocation at budget ${fmt(budget)}: N ${fmt(best.n_hidden)}, d_m ${fmt(best.d_m)}: ${fmt4(best.value)}`)));
+    }, Plot.svg("title", {}, `best grid allocation at budget ${fmtInt(budget)}: N ${fmtInt(best.n_hidden)}, d_m ${fmtInt(best.d_m)}: ${fmt4(best.value)}`)));
   }
   for (const l of located) plot.layer.append(drawLocated(plot, l, axis, colorOf(l.budget)));
   legend.push({ label: "best grid allocation", color: INK, shape: "ring" });
@@ -360,7 +364,7 @@ function tradeoffChart(sweep, trials, optimum, laws, axis, colorOf) {
     for (const [name, , shape] of models) legend.push({ label: `${name} model`, color: INK, shape });
   }
   const notes = optimum.budgets.filter((b) => b.located?.note)
-    .map((b) => h("li", { "data-budget": b.budget, "data-edge": b.located.edge ?? "" }, `budget ${fmt(b.budget)}: ${b.located.note}`));
+    .map((b) => h("li", { "data-budget": b.budget, "data-edge": b.located.edge ?? "" }, `budget ${fmtInt(b.budget)}: ${b.located.note}`));
   const caption = [];
   if (axis !== "d_m" && models.length) caption.push(h("p", { class: "muted" }, "The model curves follow d_m: choose the d_m axis to see them."));
   if (notes.length) caption.push(h("ul", { class: "optimum-notes muted" }, notes));
@@ -391,7 +395,7 @@ function acrossBudgetsChart(optimum, law, refused, column, label, colorOf) {
     if (!(best[column] > 0)) continue;
     plot.layer.append(Plot.svg("rect", {
       class: "grid-best-point", x: plot.x(budget) - 3, y: plot.y(best[column]) - 3, width: 6, height: 6, "data-budget": budget,
-    }, Plot.svg("title", {}, `best grid allocation at budget ${fmt(budget)}: ${column} ${fmt(best[column])}`)));
+    }, Plot.svg("title", {}, `best grid allocation at budget ${fmtInt(budget)}: ${column} ${fmtInt(best[column])}`)));
   }
   for (const { budget, located: l } of located) {
     const { low, high, open } = intervalEnds(l, column);
@@ -459,26 +463,31 @@ function trialsTable(sweep, rows, sort, onSort) {
     const key = field.startsWith("metric.") ? sweep.metric + field.slice(6) : field;
     const value = row[key];
     if (field === "status") return h("span", { class: `status ${value}` }, value);
-    return typeof value === "number" ? fmt(value) : value ?? "–";
+    if (field === "error") return value ? h("span", { class: "error-text", title: value }, value) : "";
+    if (typeof value !== "number") return value ?? "–";
+    if (field.startsWith("metric.")) return fmt4(value);
+    return Number.isInteger(value) ? fmtInt(value) : Plot.formatPrecise(value);
   };
   const head = TABLE_COLUMNS.map(([field, label]) => {
+    const title = field.startsWith("metric.") ? `${label} ${sweep.metric}` : label;
+    if (UNSORTABLE_FIELDS.has(field)) return h("th", { class: TEXT_FIELDS.has(field) ? "text" : null }, title);
     const sorted = sort.replace(/^-/, "") === field;
     const classes = ["sortable", TEXT_FIELDS.has(field) && "text", sorted && "sorted", sorted && sort.startsWith("-") && "desc"]
       .filter(Boolean).join(" ");
-    return h("th", { class: classes, title: `sort by ${field}`, onclick: () => onSort(sorted && !sort.startsWith("-") ? `-${field}` : field) }, label);
+    return h("th", { class: classes, title: `sort by ${field}`, onclick: () => onSort(sorted && !sort.startsWith("-") ? `-${field}` : field) }, title);
   });
-  const body = rows.map((row) => h("tr", { "data-trial-id": row.id }, TABLE_COLUMNS.map(([field]) => h("td", { class: TEXT_FIELDS.has(field) ? "text" : null }, cell(row, field)))));
+  const body = rows.map((row) => h("tr", { "data-trial-id": row.id, title: "show this trial's learning curves" }, TABLE_COLUMNS.map(([field]) => h("td", { class: TEXT_FIELDS.has(field) ? "text" : null }, cell(row, field)))));
   return h("table", { id: "trials" }, h("thead", {}, h("tr", {}, head)), h("tbody", {}, body));
 }
 
 function filterForm(sweep, onChange) {
   const input = (name, label, placeholder) =>
     h("label", {}, label, h("input", { name, placeholder, title: "a value, a set a,b,c or a range a..b" }));
-  const select = (name, label, options) =>
-    h("label", {}, label, h("select", { name }, h("option", { value: "" }, "any"), options.map((o) => h("option", { value: o }, o))));
+  const select = (name, label, options, optionLabel = String) =>
+    h("label", {}, label, h("select", { name }, h("option", { value: "" }, "any"), options.map((o) => h("option", { value: o }, optionLabel(o)))));
   const form = h("form", { class: "filters", onsubmit: (e) => e.preventDefault() },
     select("status", "status", STATUSES),
-    select("budget", "budget", sweep.budgets),
+    select("budget", "budget", sweep.budgets, fmtInt),
     input("d_m", "d_m", "e.g. 2,4 or 2..8"),
     input("n_hidden", "N", "e.g. 64..256"),
     input("seed", "seed", "e.g. 0"),
@@ -486,6 +495,152 @@ function filterForm(sweep, onChange) {
   );
   form.addEventListener("change", () => onChange(Object.fromEntries(new FormData(form))));
   return form;
+}
+
+// --- learning curves ----------------------------------------------------------------------------------------------
+
+const MAX_BUDGET_CURVES = 24; // series requests per refresh of a budget's curves
+const SERIES_POINTS = 500;
+const CURVE_FAMILY = /^(train|valid|test)_(.+)$/; // train_bpc, valid_bpc and test_bpc share a chart
+const SEED_DASHES = [null, "6 3", "2 3", "8 3 2 3"];
+
+// The metric the curves show first: the validation counterpart of the sweep's (test) metric, when declared.
+function defaultCurveMetric(sweepMetric, names) {
+  const family = sweepMetric.match(CURVE_FAMILY);
+  const valid = family ? `valid_${family[2]}` : null;
+  if (names.includes(valid)) return valid;
+  return sweepMetric;
+}
+
+function curveFamily(metric, names) {
+  const family = metric.match(CURVE_FAMILY);
+  return family ? ["train", "valid", "test"].map((split) => `${split}_${family[2]}`).filter((n) => names.includes(n)) : [metric];
+}
+
+const clickedTrial = (event) => event.target.closest("[data-trial-id]")?.getAttribute("data-trial-id") ?? null;
+
+async function fetchCurve(trialId, metric) {
+  const answer = await getJSON(`/trials/${encodeURIComponent(trialId)}/series` + query({ metric, max_points: SERIES_POINTS }));
+  return answer.points.filter((p) => p.value !== null).map((p) => [p.step, p.value]);
+}
+
+// curves: [{ points: [[step, value]], label, color, trialId, metric, dash, bold }]; a one-point series (a final test
+// value) is drawn as a point.
+function curvesChart(curves, yLabel, className) {
+  const drawn = curves.filter((c) => c.points.length);
+  if (!drawn.length) return h("p", { class: "muted" }, `No ${yLabel} reported yet.`);
+  const all = drawn.flatMap((c) => c.points);
+  const plot = Plot.chart({
+    width: 560, height: 300, className: `curves-chart ${className}`,
+    x: { values: all.map(([step]) => step), label: "step" }, y: { values: all.map(([, value]) => value), label: yLabel },
+  });
+  for (const c of drawn) {
+    const data = { "data-trial-id": c.trialId, "data-metric": c.metric };
+    const shape = c.points.length === 1
+      ? Plot.svg("circle", { class: "curve-point", r: 4, cx: plot.x(c.points[0][0]), cy: plot.y(c.points[0][1]), fill: c.color, ...data })
+      : Plot.polyline(plot, c.points, { class: `curve${c.bold ? " selected" : ""}`, stroke: c.color, "stroke-dasharray": c.dash, ...data });
+    shape.append(Plot.svg("title", {}, `${c.label}: ${c.metric} ${fmt4(c.points.at(-1)[1])} at step ${fmtInt(c.points.at(-1)[0])}`));
+    plot.layer.append(shape);
+  }
+  const legend = drawn.map((c) => ({ label: c.label, color: c.color, shape: c.points.length === 1 ? "point" : c.dash ? "dash" : "line" }));
+  return chartBox(plot.root, Plot.legend(legend));
+}
+
+function trialFacts(trial) {
+  const fact = (label, value) => h("span", {}, h("b", {}, `${label} `), value);
+  return h("div", { class: "facts" },
+    fact("status", h("span", { class: `status ${trial.status}` }, trial.status)),
+    fact("budget", fmtInt(trial.budget)), fact("N", fmtInt(trial.n_hidden)), fact("d_m", fmtInt(trial.d_m)),
+    fact("k_e", fmtInt(trial.k_e)), fact("k_c", fmtInt(trial.k_c)), fact("P", fmtInt(trial.params_total)),
+    fact("seed", fmtInt(trial.seed)), fact("attempts", fmtInt(trial.attempts)), fact("node", trial.node ?? "–"));
+}
+
+const allocationLabel = (t, seeds) => `d_m ${fmtInt(t.d_m)}, N ${fmtInt(t.n_hidden)}` +
+  (seeds > 1 ? `, seed ${t.seed}` : "") + (t.status === "completed" ? "" : ` (${t.status})`);
+
+// One trial's curves (train, validation and test of the chosen metric) beside every allocation's curve at its budget.
+// A trial is chosen by clicking it anywhere on the page; the card follows the live refreshes of the sweep page.
+function curvesCard() {
+  // budgetOf: the trial whose budget the budget view last moved to; the budget select wins until another is chosen
+  const state = { sweep: null, trials: [], trialId: null, budget: null, budgetOf: null, metric: null };
+  let drawing = 0; // a newer draw supersedes one still waiting for its series
+  const metricSelect = h("select", { name: "curve-metric", onchange: (e) => { state.metric = e.target.value; draw(); } });
+  const budgetSelect = h("select", { name: "curve-budget", onchange: (e) => { state.budget = Number(e.target.value); draw(); } });
+  const trialPart = h("div", { class: "trial-panel" });
+  const budgetPart = h("div", { class: "budget-panel" });
+  const card = h("div", { class: "card", id: "curves", onclick: (e) => { const id = clickedTrial(e); if (id) show(id); } },
+    h("span", { class: "chart-controls" }, "metric ", metricSelect, " budget ", budgetSelect),
+    h("h2", {}, "Learning curves"), h("div", { class: "pair" }, trialPart, budgetPart));
+
+  const setOptions = (select, values, chosen, label = String) => {
+    select.replaceChildren(...values.map((v) => h("option", { value: v, selected: String(v) === String(chosen) }, label(v))));
+  };
+
+  async function trialPanel(trial, names) {
+    if (!trial) return [h("p", { class: "muted" }, "Click a trial in the table or a chart to see its learning curves.")];
+    const family = curveFamily(state.metric, names);
+    const curves = await Promise.all(family.map(async (metric, i) => ({
+      points: await fetchCurve(trial.id, metric), label: metric, metric, trialId: trial.id,
+      color: PALETTE[i % PALETTE.length],
+    })));
+    const base = state.metric.match(CURVE_FAMILY)?.[2] ?? state.metric;
+    return [h("h3", {}, `Trial ${trial.id}`), trialFacts(trial),
+      trial.error ? h("p", { class: "error trial-error" }, trial.error) : null,
+      curvesChart(curves, base, "trial-curves")];
+  }
+
+  async function budgetPanel() {
+    const atBudget = state.trials.filter((t) => Number(t.budget) === state.budget && t.status !== "pending")
+      .sort((a, b) => a.d_m - b.d_m || a.n_hidden - b.n_hidden || a.seed - b.seed);
+    if (!atBudget.length) return [h("p", { class: "muted" }, "No trial has started at this budget yet.")];
+    const shown = atBudget.slice(0, MAX_BUDGET_CURVES);
+    const allocations = [...new Set(shown.map((t) => t.d_m))], seeds = [...new Set(shown.map((t) => t.seed))].sort((a, b) => a - b);
+    const curves = await Promise.all(shown.map(async (t) => ({
+      points: await fetchCurve(t.id, state.metric), label: allocationLabel(t, seeds.length), metric: state.metric,
+      trialId: t.id, color: PALETTE[allocations.indexOf(t.d_m) % PALETTE.length],
+      dash: SEED_DASHES[seeds.indexOf(t.seed) % SEED_DASHES.length], bold: t.id === state.trialId,
+    })));
+    const note = atBudget.length > shown.length ? h("p", { class: "muted" }, `the first ${shown.length} of ${atBudget.length} trials`) : null;
+    return [h("h3", {}, `Every allocation at budget ${fmtInt(state.budget)}`), curvesChart(curves, state.metric, "budget-curves"), note];
+  }
+
+  async function draw() {
+    const mine = ++drawing;
+    if (state.sweep === null) return; // the page's first refresh draws
+    try {
+      const trial = state.trialId ? await getJSON(`/trials/${encodeURIComponent(state.trialId)}`) : null;
+      if (trial && state.budgetOf !== trial.id) Object.assign(state, { budget: trial.budget ?? state.budget, budgetOf: trial.id });
+      const names = [...new Set([state.sweep.metric, ...Object.keys(state.sweep.metric_modes)])].sort();
+      if (!names.includes(state.metric)) state.metric = defaultCurveMetric(state.sweep.metric, names);
+      setOptions(metricSelect, names, state.metric);
+      setOptions(budgetSelect, state.sweep.budgets, state.budget, fmtInt);
+      const [trialContent, budgetContent] = await Promise.all([
+        trialPanel(trial, names),
+        state.budget === null ? [h("p", { class: "muted" }, "The sweep's trials have no budget.")] : budgetPanel(),
+      ]);
+      if (mine !== drawing) return;
+      trialPart.replaceChildren(...trialContent.filter(Boolean));
+      budgetPart.replaceChildren(...budgetContent.filter(Boolean));
+    } catch (error) {
+      if (mine === drawing) trialPart.replaceChildren(h("p", { class: "error" }, `cannot draw the curves: ${error.message}`));
+    }
+  }
+
+  function show(trialId) {
+    state.trialId = trialId;
+    card.scrollIntoView({ block: "nearest" });
+    return draw();
+  }
+
+  return {
+    card,
+    show,
+    refresh: (sweep, trials) => {
+      Object.assign(state, { sweep, trials });
+      if (state.budget === null && sweep.budgets.length) state.budget = sweep.budgets[0];
+      return draw();
+    },
+  };
 }
 
 function sweepPage(name) {
@@ -496,17 +651,19 @@ function sweepPage(name) {
   let sweep = null, filters = {}, sort = "id", axis = "d_m", lastCharts = null;
   const axisSelect = h("select", { name: "axis", onchange: (e) => { axis = e.target.value; drawTradeoff(); } },
     Object.keys(TRADEOFF_AXES).map((a) => h("option", { value: a }, a === "n_hidden" ? "N" : a)));
-  const tableCard = h("div", { class: "card" }, h("h2", {}, "Trials"));
+  const curves = curvesCard();
+  const pickTrial = (event) => { const id = clickedTrial(event); if (id) curves.show(id); };
+  const tableCard = h("div", { class: "card", onclick: pickTrial }, h("h2", {}, "Trials"));
   view.replaceChildren(
     h("p", {}, h("a", { href: "#/" }, "← all sweeps")),
     h("h1", {}, name), parts.error, parts.facts,
-    h("div", { class: "grid" },
+    h("div", { class: "grid", onclick: pickTrial },
       h("div", { class: "card", id: "frontier" }, h("h2", {}, "Frontier"), parts.frontier, parts.law),
       h("div", { class: "card", id: "tradeoff" },
         h("span", { class: "chart-controls" }, "x axis ", axisSelect), h("h2", {}, "Tradeoff at each budget"), parts.tradeoff),
       h("div", { class: "card wide", id: "across-budgets" }, h("h2", {}, "Optimum across budgets"), parts.across),
       h("div", { class: "card wide", id: "laws" }, h("h2", {}, "Fitted laws"), parts.laws)),
-    tableCard,
+    tableCard, curves.card,
   );
 
   const colorOf = () => budgetColors([...(sweep?.budgets ?? []), ...(lastCharts?.optimum.budgets.map((b) => b.budget) ?? [])]);
@@ -559,9 +716,11 @@ function sweepPage(name) {
       lastCharts = { trials, frontier, optimum, laws: lastCharts?.laws ?? null };
       parts.facts.replaceChildren(sweepFacts(sweep));
       draw();
+      const curvesDrawn = curves.refresh(sweep, trials);
       parts.error.textContent = "";
       lastCharts.laws = await laws;
       draw();
+      await curvesDrawn;
     } catch (error) {
       parts.error.textContent = error.status === 404 ? `No sweep named ${name}.` : `Cannot load ${name}: ${error.message}`;
     }

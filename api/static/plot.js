@@ -31,6 +31,20 @@ const Plot = (() => {
     return `${+value.toPrecision(digits)}`;
   }
 
+  // 59952 -> "59,952": parameter counts and other integers exactly, grouped by thousands.
+  function formatInteger(value) {
+    if (value === null || value === undefined || !Number.isFinite(value)) return "–";
+    return Math.round(value).toLocaleString("en-US");
+  }
+
+  // Enough significant digits that neighbouring ticks read differently: 3.325 beside 3.33 on a 0.005 step.
+  function tickDigits(ticks) {
+    if (ticks.length < 2) return 3;
+    const step = Math.min(...ticks.slice(1).map((tick, i) => tick - ticks[i]));
+    const size = Math.max(...ticks.map(Math.abs));
+    return Math.min(12, Math.max(3, Math.ceil(Math.log10(size / step)) + 1));
+  }
+
   function niceStep(span, count) {
     const raw = span / Math.max(count, 1);
     const power = 10 ** Math.floor(Math.log10(raw));
@@ -95,15 +109,16 @@ const Plot = (() => {
     const yScale = scale(y.domain || paddedDomain(y.values, y.log), [bottom, MARGIN.top], y.log);
     const grid = svg("g", { class: "grid" });
     const labels = svg("g", { class: "ticks" });
-    for (const tick of xScale.ticks()) {
+    const xTicks = xScale.ticks(), yTicks = yScale.ticks();
+    for (const tick of xTicks) {
       const at = xScale(tick);
       grid.append(svg("line", { x1: at, x2: at, y1: MARGIN.top, y2: bottom }));
-      labels.append(svg("text", { x: at, y: bottom + 16, "text-anchor": "middle" }, formatNumber(tick)));
+      labels.append(svg("text", { x: at, y: bottom + 16, "text-anchor": "middle" }, formatNumber(tick, tickDigits(xTicks))));
     }
-    for (const tick of yScale.ticks()) {
+    for (const tick of yTicks) {
       const at = yScale(tick);
       grid.append(svg("line", { x1: MARGIN.left, x2: right, y1: at, y2: at }));
-      labels.append(svg("text", { x: MARGIN.left - 6, y: at + 4, "text-anchor": "end" }, formatNumber(tick)));
+      labels.append(svg("text", { x: MARGIN.left - 6, y: at + 4, "text-anchor": "end" }, formatNumber(tick, tickDigits(yTicks))));
     }
     const clipId = `plot-clip-${++clipIds}`;
     const area = { left: MARGIN.left, right, top: MARGIN.top, bottom };
@@ -202,5 +217,5 @@ const Plot = (() => {
     return box;
   }
 
-  return { svg, chart, polyline, band, whisker, diamond, legend, formatNumber, formatPrecise, paddedDomain };
+  return { svg, chart, polyline, band, whisker, diamond, legend, formatNumber, formatPrecise, formatInteger, paddedDomain };
 })();

@@ -97,7 +97,8 @@ def seed_sweep(store: ResultsStore) -> dict[str, list[dict]]:
     spec["allocation"]["vary"] = {"d_m": [2, 3, 4]}
     text = yaml.safe_dump(spec, sort_keys=False)
     rows = [t.row() for t in plan(parse_spec(text))]
-    store.create_sweep(SWEEP, task=spec["task"], metric="test_bpc", mode="min", spec_text=text)
+    store.create_sweep(SWEEP, task=spec["task"], metric="test_bpc", mode="min", spec_text=text,
+                       metric_modes={"valid_bpc": "min"})
     for row, trial_id in zip(rows, store.add_trials(SWEEP, rows), strict=True):
         row["id"] = trial_id
     pending = next(r for r in rows if r["budget"] == 8000 and r["d_m"] == 3)
@@ -345,3 +346,96 @@ def test_dashboard_shows_why_laws_cannot_be_fitted_and_edge_optima(sqlite_api, c
     assert len(driver.find_elements(By.CSS_SELECTOR, "svg.tradeoff-chart .located-whisker .open-end")) == 2
     notes = text_of(driver, "#tradeoff .optimum-notes")
     assert "best at the largest d_m (4): extend the grid upwards" in notes
+
+
+def visible_text(driver, selector: str) -> str:
+    return "\n".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, selector))
+
+
+def trial_row_text(driver, trial_id: str) -> str:
+    return visible_text(driver, f'table#trials tbody tr[data-trial-id="{trial_id}"]')
+
+
+def box(driver, selector: str) -> dict:
+    return driver.execute_script("return document.querySelector(arguments[0]).getBoundingClientRect().toJSON()",
+                                 selector)
+
+
+def test_dashboard_shows_digits_to_compare_allocations_and_names_the_metric(sqlite_api, chromium):
+    base, store = sqlite_api
+    trials = seed_sweep(store)
+    driver = chromium
+    driver.get(f"{base}/")
+    sweep_row = f'table#sweeps tr[data-sweep="{SWEEP}"]'
+    wait_for(driver, lambda d: visible_text(d, sweep_row), "the sweeps list")
+    best = min(synthetic_bpc(t["params_total"], t["d_m"]) for t in trials["completed"])
+    assert f"{best:.4g}" in visible_text(driver, sweep_row)  # 4 significant digits, not 3
+    assert "2,000, 3,000, 5,000, 8,000" in visible_text(driver, sweep_row)  # budgets exact, not "2k, 3k, ..."
+
+    driver.get(f"{base}/#/sweeps/{SWEEP}")
+    trial = trials["completed"][0]
+    row = wait_for(driver, lambda d: trial_row_text(d, trial["id"]), "the trials table")
+    assert f"{trial['params_total']:,}" in row  # P as an exact integer: 2,958, not 2.96k
+    assert f"{synthetic_bpc(trial['params_total'], trial['d_m']):.4g}" in row
+    headers = visible_text(driver, "table#trials thead th").split("\n")
+    assert "best test_bpc" in headers and "final test_bpc" in headers
+    wait_for(driver, lambda d: "best test_bpc" in visible_text(d, ".facts"), "the sweep's facts naming the metric")
+
+
+def test_dashboard_shows_a_failed_trials_error(sqlite_api, chromium):
+    base, store = sqlite_api
+    failed = seed_sweep(store)["failed"][0]
+    driver = chromium
+    driver.get(f"{base}/#/sweeps/{SWEEP}")
+    wait_for(driver, lambda d: "RuntimeError: loss diverged" in trial_row_text(d, failed["id"]),
+             "the failed trial's error in its row")
+    driver.find_element(By.CSS_SELECTOR, f'table#trials tbody tr[data-trial-id="{failed["id"]}"]').click()
+    wait_for(driver, lambda d: "RuntimeError: loss diverged" in visible_text(d, "#curves .trial-error"),
+             "the error in the trial's panel")
+
+
+def curve_trials(driver, selector: str) -> set[str]:
+    return trial_ids(driver, f"{selector} path.curve")
+
+
+def test_clicking_a_trial_draws_its_learning_curves_and_its_budgets_allocations(sqlite_api, chromium):
+    base, store = sqlite_api
+    trials = seed_sweep(store)
+    driver = chromium
+    driver.get(f"{base}/#/sweeps/{SWEEP}")
+    trial = next(t for t in trials["completed"] if t["budget"] == 5000)
+    wait_for(driver, lambda d: trial_row_text(d, trial["id"]), "the trials table")
+    driver.find_element(By.CSS_SELECTOR, f'table#trials tbody tr[data-trial-id="{trial["id"]}"]').click()
+
+    # The trial's validation curve: one vertex per reported step (5, 10, 15, 20).
+    own = f'#curves svg.trial-curves path.curve[data-trial-id="{trial["id"]}"][data-metric="valid_bpc"]'
+    path = wait_for(driver, lambda d: attributes(d, own, "d"), "the trial's valid_bpc curve")[0]
+    assert len(re.findall(r"[ML]", path)) == 4
+
+    # Every allocation at the trial's budget together, on the same metric.
+    at_budget = {t["id"] for t in trials["completed"] if t["budget"] == 5000}
+    wait_for(driver, lambda d: curve_trials(d, "#curves svg.budget-curves") == at_budget,
+             "the curves of the budget's allocations")
+    assert set(attributes(driver, "#curves svg.budget-curves path.curve", "data-metric")) == {"valid_bpc"}
+    assert len(re.findall(r"d_m \d", visible_text(driver, "#curves .budget-panel .legend"))) == 3
+
+    # Legends sit below their plot, never on the data.
+    script = """return [...document.querySelectorAll('.chart')].filter((c) => c.querySelector('.legend')).map((c) => {
+        const plot = c.querySelector('svg.plot').getBoundingClientRect(), legend = c.querySelector('.legend');
+        return legend.getBoundingClientRect().top >= plot.bottom; })"""
+    placed = driver.execute_script(script)
+    assert len(placed) >= 4 and all(placed)
+
+
+def test_sweeps_list_fits_a_narrow_screen(sqlite_api, chromium):
+    base, store = sqlite_api
+    seed_sweep(store)
+    driver = chromium
+    driver.set_window_size(600, 1500)
+    wait_for(driver, lambda d: d.execute_script("return window.innerWidth") <= 600, "a 600 px window")
+    driver.get(f"{base}/")
+    wait_for(driver, lambda d: visible_text(d, f'table#sweeps tr[data-sweep="{SWEEP}"]'), "the sweeps list")
+    widths = driver.execute_script("const t = document.querySelector('table#sweeps');"
+                                   "return [t.scrollWidth, t.parentElement.clientWidth]")
+    assert widths[0] <= widths[1], f"the sweeps list is {widths[0]} px wide in a {widths[1]} px card"
+    assert not overflows_sideways(driver)
