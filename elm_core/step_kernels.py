@@ -383,11 +383,12 @@ def cpu_kernel():
         from torch.utils.cpp_extension import _get_build_directory, load
 
         capability = torch.backends.cpu.get_cpu_capability().lower()
-        source_hash = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:12]
-        # The capability is part of the name: machines sharing a home directory keep separate builds. So is the
-        # source's hash: a checkout with other sources (a CI run at HEAD beside a working tree) neither rebuilds this
-        # one's build nor, waiting on its lock, loads it.
-        name = f"elm_layer_scan_{capability}_{source_hash}"
+        # The capability is part of the name: machines sharing a home directory keep separate builds. So are the
+        # source and the torch installation: torch rebuilds a build made against another environment's headers, so
+        # two checkouts or venvs sharing one name (a CI clone beside a working tree) would rebuild it in turn, each
+        # trial waiting a build on the other's lock.
+        build_key = hashlib.sha1(SOURCE.read_bytes() + torch.__file__.encode()).hexdigest()[:12]
+        name = f"elm_layer_scan_{capability}_{build_key}"
         _remove_stale_build_lock(Path(_get_build_directory(name, verbose=False)) / "lock")
         return CppSteps(load(
             name=name,
