@@ -12,6 +12,7 @@ from api import dashboard
 from api.errors import install_error_handlers
 from api.frames import SweepFrames
 from api.routers import analysis, export, feed, health, ingest, sweeps, trials
+from api.security import SecurityHeaders
 from api.settings import ApiSettings
 from resultsdb import ResultsStore
 
@@ -27,13 +28,16 @@ Reads are open unless the server runs with `ELMSCALE_API_READ_TOKEN_REQUIRED=1`;
 
 
 def create_app(store: ResultsStore | None = None, settings: ApiSettings | None = None) -> FastAPI:
-    """The application; without a store it opens (and on shutdown closes) one on settings.database_url.
+    """The application; without a store it opens (and on shutdown closes) one on settings.database_url, whose reads
+    stop after settings.read_timeout_s.
 
     Settings default to the environment (ApiSettings.from_env), so `uvicorn.run("api.app:create_app",
     factory=True)` serves ELMSCALE_DATABASE_URL.
     """
     settings = settings or ApiSettings.from_env()
-    owned_store = None if store is not None else ResultsStore(settings.database_url)
+    owned_store = (
+        None if store is not None else ResultsStore(settings.database_url, read_timeout_s=settings.read_timeout_s)
+    )
     active_store = store or owned_store
 
     @asynccontextmanager
@@ -52,4 +56,5 @@ def create_app(store: ResultsStore | None = None, settings: ApiSettings | None =
                    health.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(dashboard.router)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,8 @@ from sqlalchemy import exc
 
 from analysis import FitError
 from resultsdb import ConflictError, DatabaseUnavailable, InvalidQuery, NotFound
+
+logger = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -70,7 +73,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DatabaseUnavailable)
     async def database_unavailable(_request: Request, error: DatabaseUnavailable) -> JSONResponse:
-        return _error(503, str(error), headers={"Retry-After": "5"})
+        # The cause names the database's URL and driver: for the server's log, not for any caller.
+        logger.warning("answered 503: %s", error)
+        return _error(503, "the database is unavailable or busy; try again shortly", headers={"Retry-After": "5"})
 
     # Last line of defence: a value the schemas let through but the database refuses (e.g. out of its range).
     @app.exception_handler(exc.DataError)

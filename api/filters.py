@@ -14,6 +14,9 @@ from resultsdb import ALLOCATION_COLUMNS, SUMMARY_STATS, InvalidQuery, Range, Tr
 
 FLOAT_COLUMNS = frozenset({"rho_rec"})
 SWEEP_METRIC_ALIAS = "metric"
+# Per request: each metric field is one more column of the pivot over the summaries that the query reads.
+MAX_METRIC_FILTERS = 20
+MAX_METRIC_FIELDS = 50
 FILTER_SYNTAX = f"""
 **Filters**: one query parameter per field; each value is one of
 
@@ -26,7 +29,8 @@ Fields: the allocation columns ({", ".join(ALLOCATION_COLUMNS)}), `status`
 {", ".join(SUMMARY_STATS)}, e.g. `bpc.best`; `metric.<stat>` stands for the sweep's own metric. A metric the
 sweep neither declares nor has a result of is refused (422, listing the sweep's metrics), in `fields` and `sort` too.
 Numbers may be written as `1e5`; an integer no trial can hold (beyond the column's range) matches nothing.
-Filters combine with AND. A parameter the endpoint does not know is refused (422).
+Filters combine with AND. A parameter the endpoint does not know is refused (422), and so are more than
+{MAX_METRIC_FILTERS} `<metric>.<stat>` filters in one request.
 """
 
 
@@ -36,9 +40,22 @@ def resolve_field(field: str, sweep_metric: str) -> str:
     return sweep_metric + field[len(prefix) - 1 :] if field.startswith(prefix) else field
 
 
-def is_filter_field(field: str) -> bool:
+def is_metric_field(field: str) -> bool:
     metric, _, stat = field.rpartition(".")
-    return field in ALLOCATION_COLUMNS or field == "status" or (bool(metric) and stat in SUMMARY_STATS)
+    return bool(metric) and stat in SUMMARY_STATS
+
+
+def is_filter_field(field: str) -> bool:
+    return field in ALLOCATION_COLUMNS or field == "status" or is_metric_field(field)
+
+
+def check_metric_fields(fields: Iterable[str]) -> None:
+    """InvalidQuery when `fields` name more than MAX_METRIC_FIELDS distinct `<metric>.<stat>` columns."""
+    count = len({field for field in fields if is_metric_field(field)})
+    if count > MAX_METRIC_FIELDS:
+        raise InvalidQuery(
+            f"fields: at most {MAX_METRIC_FIELDS} metric fields (<metric>.<stat>) per request, got {count}"
+        )
 
 
 def _number(field: str, text: str) -> float:
@@ -93,6 +110,11 @@ def parse_filters(params: Iterable[tuple[str, str]], reserved: set[str], sweep_m
         if resolved in where:
             raise InvalidQuery(f"filter {field} is given twice; use a set (a,b) or a range (a..b)")
         where[resolved] = parse_condition(field, text)
+    metric_filters = sum(is_metric_field(field) for field in where)
+    if metric_filters > MAX_METRIC_FILTERS:
+        raise InvalidQuery(
+            f"at most {MAX_METRIC_FILTERS} metric filters (<metric>.<stat>) per request, got {metric_filters}"
+        )
     return where
 
 

@@ -70,9 +70,3 @@ class SweepFrames:
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
         return entry
-
-    def forget(self, sweep: str) -> None:
-        """Drop a sweep's frames (after a write that may append no event, such as final values alone)."""
-        with self._lock:
-            for key in [key for key in self._entries if key[0] == sweep]:
-                del self._entries[key]

@@ -291,6 +291,13 @@ class IngestRow(BaseModel):
             canonical_json(config)  # raises ValueError for NaN/inf or values JSON cannot hold
         return config
 
+    @field_validator("metrics")
+    @classmethod
+    def some_metric_has_a_value(cls, metrics: dict[str, float | None]) -> dict[str, float | None]:
+        if all(value is None for value in metrics.values()):
+            raise ValueError("every metric value is empty: give at least one")
+        return metrics
+
 
 class IngestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -303,6 +310,7 @@ class IngestOut(BaseModel):
     created_sweep: bool
     trials: int
     trial_ids: list[str] = Field(description="Deterministic ids of the rows' trials, in the order given")
+    overwritten: list[str] = Field(description="Ids of stored trials whose status or final values this request changed")
 
 
 # Health

@@ -16,12 +16,15 @@ class ApiSettings:
     """database_url: resultsdb's URL (ELMSCALE_DATABASE_URL, else the SQLite default);
     read_token_required: reads need a bearer token too (ELMSCALE_API_READ_TOKEN_REQUIRED=1);
     feed_poll_s: how often an open feed looks for new events;
-    feed_keep_alive_s: after this long without an event the feed sends a comment line (proxies close idle streams)."""
+    feed_keep_alive_s: after this long without an event the feed sends a comment line (proxies close idle streams);
+    read_timeout_s: Postgres cancels a read of the store that create_app opens after this long (answered 503), so no
+    request holds a connection for long."""
 
     database_url: str = field(default_factory=database_url)
     read_token_required: bool = False
     feed_poll_s: float = 0.5
     feed_keep_alive_s: float = 15.0
+    read_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls) -> ApiSettings:

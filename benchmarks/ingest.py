@@ -5,9 +5,11 @@ in flushes of --batch-trials trials x --batch-steps steps (as the orchestrator's
 running trials), then a sample through a naive ORM path (one session.add + commit per row) into
 the same database, and prints both rates and their ratio. Then, after VACUUM ANALYZE (what
 autovacuum does to a live database), times the query "best summary value per trial" of the whole
-sweep through ResultsStore.query_trials (p50 over repeats).
+sweep through ResultsStore.query_trials (p50 over repeats). Last, times one POST of --api-rows trials
+to the API's ingest endpoint (POST /sweeps/{name}/results, in-process app, one transaction).
 
-Targets: >= 50,000 rows/s, >= 20x the naive path, best-per-trial query p50 <= 50 ms.
+Targets: >= 50,000 rows/s, >= 20x the naive path, best-per-trial query p50 <= 50 ms, API ingest of
+10,000 rows <= 5 s.
 
     python benchmarks/ingest.py                    # full size, server from ELMSCALE_TEST_POSTGRES_URL
     python benchmarks/ingest.py --trials 1000      # quicker
@@ -24,6 +26,7 @@ import statistics
 import time
 import uuid
 
+from fastapi.testclient import TestClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -32,6 +35,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from api.app import API_PREFIX, create_app
+from api.settings import ApiSettings
 from resultsdb import ResultsStore, migrate
 from resultsdb.models import MetricPoint
 
@@ -40,6 +45,7 @@ METRICS = {"bpc": "min", "loss": "min", "accuracy": "max"}
 TARGET_ROWS_PER_S = 50_000
 TARGET_RATIO = 20
 TARGET_QUERY_MS = 50
+TARGET_API_INGEST_S = 5
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,6 +57,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-steps", type=int, default=10)
     parser.add_argument("--naive-rows", type=int, default=2_000)
     parser.add_argument("--query-repeats", type=int, default=30)
+    parser.add_argument("--api-rows", type=int, default=10_000, help="rows of the one API ingest request")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     return parser.parse_args()
 
@@ -124,6 +131,19 @@ def best_query_p50_ms(store: ResultsStore, sweep: str, repeats: int, expected_ro
     return statistics.median(timings)
 
 
+def api_ingest_s(store: ResultsStore, url: str, rows: int) -> float:
+    """Seconds for one POST of `rows` trials (metrics bpc and loss) to the ingest endpoint, into a new sweep."""
+    body = {"rows": [{**allocation(index), "metrics": {"bpc": 1.5, "loss": 1.0}} for index in range(rows)]}
+    headers = {"Authorization": f"Bearer {store.create_token('ingest-benchmark')}"}
+    with TestClient(create_app(store, ApiSettings(database_url=url))) as client:
+        started = time.perf_counter()
+        answer = client.post(f"{API_PREFIX}/sweeps/api-ingest/results?task=benchmark&metric=bpc&mode=min",
+                             json=body, headers=headers)
+        elapsed = time.perf_counter() - started
+    assert answer.status_code == 200, answer.text
+    return elapsed
+
+
 def main() -> None:
     args = parse_args()
     console = Console()
@@ -150,6 +170,7 @@ def main() -> None:
             with create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool).connect() as connection:
                 connection.execute(text("VACUUM ANALYZE"))
             query_ms = best_query_p50_ms(store, sweep, args.query_repeats, len(trial_ids))
+            ingest_s = api_ingest_s(store, url, args.api_rows)
 
         table = Table(title=f"ingest on {server.drivername} ({args.trials} trials x {args.steps} steps x 3 metrics)")
         for column in ("figure", "measured", "target", "met"):
@@ -165,6 +186,8 @@ def main() -> None:
             f"<= {TARGET_QUERY_MS} ms",
             _met(query_ms <= TARGET_QUERY_MS),
         )
+        table.add_row(f"API ingest, {args.api_rows:,} rows in one POST", f"{ingest_s:.2f} s",
+                      f"<= {TARGET_API_INGEST_S} s (10,000 rows)", _met(ingest_s <= TARGET_API_INGEST_S))
         console.print(table)
     finally:
         if not args.keep:

@@ -252,7 +252,8 @@ class CancelStopper(tune.Stopper):
         return self.stop_all()
 
     def stop_all(self) -> bool:
-        return _DRIVERS[self.sweep].cancel.stop_all()
+        driver = _DRIVERS[self.sweep]
+        return driver.sink.failure is not None or driver.cancel.stop_all()
 
 
 def _error_text(trial) -> str:
@@ -282,13 +283,21 @@ def run(
     only: Iterable[str] | None = None,
     live=None,
 ) -> RunResult:
-    """Run the given trials (default: every unfinished one) and wait for them; results land in the store."""
+    """Run the given trials (default: every unfinished one) and wait for them; results land in the store.
+
+    The caller holds the sweep's driver lease (orchestrator.lease).
+    """
     root = state_dir()
     outbox = Outbox(root / "outbox", spec.name)
     sink = ResultSink(store, outbox).start()
     sink.flush_outbox()  # whatever a crashed driver left behind goes first
 
     statuses = trial_statuses(store, spec.name)
+    # The caller holds the sweep's lease, so a trial still running was left so by a driver that died: pending
+    # again, so that its start here counts as an attempt.
+    for trial_id in [trial_id for trial_id, status in statuses.items() if status == TrialStatus.RUNNING]:
+        sink.put(status_record(trial_id, TrialStatus.PENDING))
+        statuses[trial_id] = TrialStatus.PENDING
     if only is not None:
         wanted = set(only)
     else:

@@ -8,6 +8,7 @@ record delivered twice (crash between delivery and marking) changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -18,6 +19,11 @@ from pathlib import Path
 from resultsdb import ResultsStore, TrialStatus
 
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+
+
+class OutboxUnwritable(RuntimeError):
+    """The outbox file could not be written (full disk, removed directory, ...): results would be lost."""
+
 FLUSH_SECONDS = 1.0  # at most one database transaction a second while the database is up
 
 
@@ -134,6 +140,7 @@ class ResultSink:
         self.store, self.outbox = store, outbox
         self.queue: queue.Queue[dict] = queue.Queue()
         self.last_error: Exception | None = None
+        self.failure: OutboxUnwritable | None = None  # set once the outbox cannot be written: the driver must stop
         self._stop = threading.Event()
         self._retry_at = 0.0
         self._failures = 0
@@ -155,7 +162,13 @@ class ResultSink:
         except queue.Empty:
             pass
         if records:
-            self.outbox.append(records)
+            try:
+                self.outbox.append(records)
+            except OSError as error:
+                self.failure = OutboxUnwritable(f"results can no longer be written to {self.outbox.path} ({error}); "
+                                                f"the sweep was stopped: free the space or fix the path, then "
+                                                f"`orchestrator resume` reruns what was not recorded")
+                raise self.failure from error
 
     def flush_outbox(self) -> bool:
         """Try to deliver everything pending; False if that failed (the records stay on disk for the next try)."""
@@ -173,7 +186,10 @@ class ResultSink:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._drain_to_outbox(timeout=0.25)
+            try:
+                self._drain_to_outbox(timeout=0.25)
+            except OutboxUnwritable:
+                return  # self.failure tells the driver
             if time.monotonic() < self._retry_at:
                 continue
             if self.flush_outbox():
@@ -188,6 +204,10 @@ class ResultSink:
         """Stop the thread, then make a last delivery attempt for up to `timeout` seconds; True if all delivered."""
         self._stop.set()
         self._thread.join()
+        if self.failure is not None:
+            with contextlib.suppress(OSError):
+                self.flush_outbox()  # what reached the file still goes to the database
+            raise self.failure
         self._drain_to_outbox(timeout=0)
         deadline = time.monotonic() + timeout
         while not self.flush_outbox():

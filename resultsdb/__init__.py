@@ -10,6 +10,8 @@ from resultsdb.errors import (
     InvalidDatabaseUrl,
     InvalidQuery,
     NotFound,
+    OverwriteRefused,
+    SweepLeaseHeld,
     UnknownMetric,
 )
 from resultsdb.frames import METRIC_COLUMN, MetricFrame
@@ -30,7 +32,9 @@ from resultsdb.models import (
 )
 from resultsdb.queries import SUMMARY_STATS, Range
 from resultsdb.records import (
+    DriverLease,
     EventInfo,
+    IngestedTrials,
     MetricSummary,
     SeriesPoint,
     SweepInfo,
@@ -47,9 +51,11 @@ __all__ = [
     "CONFIG_COLUMNS",
     "ConflictError",
     "DatabaseUnavailable",
+    "DriverLease",
     "EventInfo",
     "FINISHED_SWEEP_STATUSES",
     "FINISHED_TRIAL_STATUSES",
+    "IngestedTrials",
     "InvalidDatabaseUrl",
     "InvalidQuery",
     "METRIC_COLUMN",
@@ -57,12 +63,14 @@ __all__ = [
     "MetricMode",
     "MetricSummary",
     "NotFound",
+    "OverwriteRefused",
     "Range",
     "ResultsStore",
     "SUCCESSFUL_TRIAL_STATUSES",
     "SUMMARY_STATS",
     "SeriesPoint",
     "SweepInfo",
+    "SweepLeaseHeld",
     "SweepStatus",
     "TokenInfo",
     "TrialInfo",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
 
 from resultsdb.errors import DatabaseUnavailable, InvalidDatabaseUrl
 
@@ -22,6 +23,7 @@ DEFAULT_DATABASE_URL = "sqlite:///elmscale.db"
 SUPPORTED_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 5
+QUERY_CANCELED = "57014"  # Postgres' SQLSTATE for a statement cancelled, here by its statement_timeout
 
 # Execution option that makes a SQLite transaction take the write lock at BEGIN: a deferred
 # transaction that later writes can fail with "database is locked" instead of waiting.
@@ -88,22 +90,40 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
+def pool_exhausted(engine: Engine) -> bool:
+    """Whether every connection the engine's pool may open is checked out, so that the next one waits."""
+    pool = engine.pool
+    # QueuePool keeps its overflow limit private; -1 means no limit.
+    return isinstance(pool, QueuePool) and 0 <= pool._max_overflow <= pool.checkedout() - pool.size()
+
+
 @contextmanager
-def connect(engine: Engine, *, write: bool = False) -> Iterator[Connection]:
-    """A connection in a transaction, committed on success; unreachable databases raise DatabaseUnavailable."""
+def connect(engine: Engine, *, write: bool = False, statement_timeout_s: float | None = None) -> Iterator[Connection]:
+    """A connection in a transaction, committed on success; unreachable databases, a pool whose connections all
+    stay busy, and (Postgres) a statement running past `statement_timeout_s` raise DatabaseUnavailable."""
     try:
         connection = engine.connect()
     except exc.DBAPIError as error:
         raise DatabaseUnavailable(f"database {engine.url!r} is unavailable: {error.orig}") from error
+    except exc.TimeoutError as error:
+        busy = "every database connection stayed busy until the pool's timeout; retry later"
+        raise DatabaseUnavailable(busy) from error
     try:
         if write and engine.dialect.name == "sqlite":
             connection = connection.execution_options(**{SQLITE_WRITE_OPTION: True})
         try:
             with connection.begin():
+                if statement_timeout_s is not None and engine.dialect.name == "postgresql":
+                    timeout_ms = max(1, round(1000 * statement_timeout_s))
+                    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
                 yield connection
         except exc.DBAPIError as error:
             if error.connection_invalidated:
                 raise DatabaseUnavailable(f"lost the connection to {engine.url!r}: {error.orig}") from error
+            if statement_timeout_s is not None and getattr(error.orig, "sqlstate", None) == QUERY_CANCELED:
+                raise DatabaseUnavailable(
+                    f"the query ran past the statement timeout of {statement_timeout_s:g} s; narrow it or retry later"
+                ) from error
             raise
     finally:
         connection.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class NotFound(LookupError):
     """A sweep, trial or token named by the caller does not exist; `kind` and `key` say which."""
@@ -18,6 +20,29 @@ class ConflictError(ValueError):
     """The write contradicts what is stored (a sweep name reused with another spec, a token name taken)."""
 
 
+class OverwriteRefused(ConflictError):
+    """An ingest would change a trial of an orchestrated sweep and does not allow overwrites; `trial_id` says which."""
+
+    def __init__(self, sweep: str, trial_id: str, change: str) -> None:
+        super().__init__(f"trial {trial_id} of orchestrated sweep {sweep!r} would change ({change})")
+        self.sweep, self.trial_id, self.change = sweep, trial_id, change
+
+    def __reduce__(self):
+        return type(self), (self.sweep, self.trial_id, self.change)
+
+
+class SweepLeaseHeld(ConflictError):
+    """Another driver holds the sweep's lease: its process is alive, or its heartbeat is recent."""
+
+    def __init__(self, sweep: str, host: str, pid: int, since: datetime) -> None:
+        when = f"{since.astimezone():%H:%M:%S}"  # local time
+        super().__init__(f"sweep {sweep!r} is being run by pid {pid} on host {host} since {when}")
+        self.sweep, self.host, self.pid, self.since = sweep, host, pid, since
+
+    def __reduce__(self):
+        return type(self), (self.sweep, self.host, self.pid, self.since)
+
+
 class InvalidQuery(ValueError):
     """A trial query the store cannot run: an unknown field or stat, an unsortable field, a foreign cursor."""
 
@@ -27,7 +52,8 @@ class InvalidDatabaseUrl(ValueError):
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The database cannot be reached or opened; the caller may spool and retry later."""
+    """The database cannot be reached or opened, every pooled connection stays busy, or a read ran past its statement
+    timeout; the caller may spool and retry later."""
 
 
 class UnknownMetric(InvalidQuery):

@@ -15,11 +15,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from resultsdb.engine import connect, make_engine, missing_sqlite_file
 
 VERSION_TABLE = "elmscale_alembic_version"
+# Postgres advisory lock held by a migration until its transaction ends, so a second `db upgrade` (or a second first
+# `submit`) waits and then finds the schema at head instead of creating the same tables again. On SQLite the
+# migration's BEGIN IMMEDIATE write lock does the same.
+MIGRATION_LOCK = 0x656C_6D6D
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -39,15 +43,24 @@ def _connection(url: str | None) -> Iterator[Connection]:
         engine.dispose()
 
 
-def upgrade(url: str | None = None, revision: str = "head") -> None:
-    """Migrate the database at `url` (default: the configured one) up to `revision`."""
+@contextmanager
+def _migration_connection(url: str | None) -> Iterator[Connection]:
+    """A connection whose one transaction holds the migration lock; Alembic runs every revision inside it."""
     with _connection(url) as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        yield connection
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Migrate the database at `url` (default: the configured one) up to `revision`; concurrent callers take turns."""
+    with _migration_connection(url) as connection:
         command.upgrade(_config(connection), revision)
 
 
 def downgrade(url: str | None, revision: str) -> None:
     """Migrate the database down to `revision` ("base" removes every table)."""
-    with _connection(url) as connection:
+    with _migration_connection(url) as connection:
         command.downgrade(_config(connection), revision)
 
 

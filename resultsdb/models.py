@@ -223,6 +223,20 @@ class Event(Base):
     __table_args__ = (Index(None, "sweep_id", "id"),)
 
 
+class SweepLease(Base):
+    """The driver that runs a sweep, at most one (see ``ResultsStore.acquire_lease``); `holder` names one
+    acquisition, so that two drivers of one process are told apart."""
+
+    __tablename__ = "sweep_lease"
+
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweep.id", ondelete="CASCADE"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ApiToken(Base):
     __tablename__ = "api_token"
 

@@ -10,14 +10,30 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import json
-from collections.abc import Collection, Mapping, Sequence
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import BigInteger, ColumnElement, Connection, Integer, Row, Select, and_, false, func, or_, select, true
-from sqlalchemy.orm import aliased
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    FromClause,
+    Integer,
+    Row,
+    Select,
+    and_,
+    case,
+    false,
+    func,
+    or_,
+    select,
+    true,
+)
 
 from resultsdb.errors import InvalidQuery, NotFound, UnknownMetric
 from resultsdb.models import ALLOCATION_COLUMNS, Event, MetricPoint, Sweep, Trial, TrialStatus, TrialSummary
@@ -81,30 +97,62 @@ def utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-class TrialQuery:
-    """Resolves field names to columns, joining one summary alias per metric used."""
+def metric_stat(field: str) -> tuple[str, str]:
+    """The (metric, stat) of a "<metric>.<stat>" field; InvalidQuery naming the field otherwise."""
+    metric, _, stat = field.rpartition(".")
+    if not metric or stat not in SUMMARY_STATS:
+        raise InvalidQuery(
+            f"field {field!r}: expected a trial column ({', '.join(TRIAL_FIELDS)}) "
+            f"or '<metric>.<stat>' with stat one of {', '.join(SUMMARY_STATS)}"
+        )
+    return metric, stat
 
-    def __init__(self) -> None:
-        self.summaries: dict[str, Any] = {}
+
+class TrialQuery:
+    """Resolves field names to columns: trial columns, and "<metric>.<stat>" columns of one pivot of the summaries
+    (a column per field), joined once, so the cost grows linearly with the fields.
+
+    On Postgres the pivot is a LATERAL subquery, one primary-key lookup per trial, so that a page in the order of
+    a trial column reads the summaries of its own rows only; SQLite has no LATERAL and groups the sweep's summaries.
+    """
+
+    def __init__(self, sweep_id: int, fields: Iterable[str], *, lateral: bool = False) -> None:
+        metric_fields = list(dict.fromkeys(field for field in fields if field not in TRIAL_FIELDS))
+        stats = [metric_stat(field) for field in metric_fields]
+        self.metrics = list(dict.fromkeys(metric for metric, _ in stats))
+        self.lateral = lateral
+        self.pivot: FromClause | None = None
+        self.pivot_columns: dict[str, ColumnElement[Any]] = {}
+        if not stats:
+            return
+        # (trial_id, metric) is the key, so each max() sees at most one value: the value itself, or NULL.
+        values = [
+            func.max(case((TrialSummary.metric == metric, getattr(TrialSummary, SUMMARY_STATS[stat]))))
+            .label(f"value_{index}")
+            for index, (metric, stat) in enumerate(stats)
+        ]
+        summaries = select(*values).where(TrialSummary.metric.in_(self.metrics))
+        if lateral:
+            self.pivot = summaries.where(TrialSummary.trial_id == Trial.id).lateral("summaries")
+        else:
+            self.pivot = (
+                summaries.add_columns(TrialSummary.trial_id)
+                .join(Trial, Trial.id == TrialSummary.trial_id)
+                .where(Trial.sweep_id == sweep_id)
+                .group_by(TrialSummary.trial_id)
+                .subquery("summaries")
+            )
+        self.pivot_columns = {field: self.pivot.c[value.name] for field, value in zip(metric_fields, values)}
 
     def column(self, field: str) -> ColumnElement[Any]:
-        if field in TRIAL_FIELDS:
-            return getattr(Trial, field)
-        metric, _, stat = field.rpartition(".")
-        if not metric or stat not in SUMMARY_STATS:
-            raise InvalidQuery(
-                f"field {field!r}: expected a trial column ({', '.join(TRIAL_FIELDS)}) "
-                f"or '<metric>.<stat>' with stat one of {', '.join(SUMMARY_STATS)}"
-            )
-        summary = self.summaries.setdefault(metric, aliased(TrialSummary, name=f"summary_{len(self.summaries)}"))
-        return getattr(summary, SUMMARY_STATS[stat])
+        return getattr(Trial, field) if field in TRIAL_FIELDS else self.pivot_columns[field]
 
     def joined(self, statement: Select) -> Select:
-        for metric, summary in self.summaries.items():
-            statement = statement.outerjoin(
-                summary, and_(summary.trial_id == Trial.id, summary.metric == metric)
-            )
-        return statement
+        if self.pivot is None:
+            return statement
+        # A LATERAL aggregate without GROUP BY yields one row for every trial (NULLs when it has no summary).
+        on = true() if self.lateral else self.pivot.c.trial_id == Trial.id
+        return statement.outerjoin(self.pivot, on)
 
 
 def storable(column: ColumnElement[Any], value: Any) -> bool:
@@ -155,16 +203,44 @@ def encode_cursor(sort: Sort, value: Any, trial_id: str) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode()
 
 
-def decode_cursor(cursor: str, sort: Sort) -> tuple[Any, str]:
+def decode_cursor(cursor: str, sort: Sort, column: ColumnElement[Any]) -> tuple[Any, str]:
+    """The (sort value, trial id) of a cursor from encode_cursor; InvalidQuery for anything else, including a
+    value the sort column cannot hold."""
+    foreign = InvalidQuery(f"cursor {cursor!r}: not a cursor returned by query_trials")
     try:
-        issued_for, value, trial_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, TypeError, binascii.Error):
-        raise InvalidQuery(f"cursor {cursor!r}: not a cursor returned by query_trials") from None
+        raise foreign from None
+    if not (isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[2], str)):
+        raise foreign
+    issued_for, value, trial_id = decoded
     if issued_for != str(sort):
         raise InvalidQuery(f"cursor was issued for sort {issued_for!r}, not {str(sort)!r}")
-    if isinstance(value, dict):
-        value = datetime.fromisoformat(value["datetime"])
-    return value, trial_id
+    try:
+        return sort_value(column, value), trial_id
+    except (ValueError, TypeError):
+        raise InvalidQuery(f"cursor {cursor!r}: {value!r} is not a value of {sort.field}") from None
+
+
+def sort_value(column: ColumnElement[Any], value: Any) -> Any:
+    """A cursor's sort value as the column holds it (a datetime from its {"datetime": iso} form); ValueError for
+    one it cannot hold (TypeError for a time that is not a string): the databases would refuse it or compare across
+    types."""
+    python_type = column.type.python_type
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if value is None:
+        return None
+    if python_type is datetime and isinstance(value, dict) and value.keys() == {"datetime"}:
+        return datetime.fromisoformat(value["datetime"])
+    if python_type is float and number and math.isfinite(value):
+        return value
+    if python_type is int and number and isinstance(value, int) and storable(column, value):
+        return value
+    if issubclass(python_type, str) and isinstance(value, str):
+        if issubclass(python_type, enum.Enum) and value not in {member.value for member in python_type}:
+            raise ValueError(value)
+        return value
+    raise ValueError(value)
 
 
 def after_cursor(column: ColumnElement[Any], sort: Sort, value: Any, trial_id: str) -> ColumnElement[bool]:
@@ -195,18 +271,20 @@ def build_trial_query(
     fields: Sequence[str],
     limit: int | None,
     cursor: str | None,
+    *,
+    lateral: bool = False,
 ) -> tuple[Select, Sort, list[str]]:
     """The SELECT for one page (its columns: `fields`, distinct, in order) and the metrics it reads; with a limit
     it selects one extra row to tell whether a next page exists, and each row ends with the sort key for the
     next cursor."""
-    query = TrialQuery()
     parsed_sort = Sort.parse(sort)
+    query = TrialQuery(sweep_id, [*fields, parsed_sort.field, *where], lateral=lateral)
     selected = [query.column(field).label(field) for field in fields]
     sort_column = query.column(parsed_sort.field)
     filters = [Trial.sweep_id == sweep_id]
     filters += [condition(query.column(field), field, wanted) for field, wanted in where.items()]
     if cursor is not None:
-        value, trial_id = decode_cursor(cursor, parsed_sort)
+        value, trial_id = decode_cursor(cursor, parsed_sort, sort_column)
         filters.append(after_cursor(sort_column, parsed_sort, value, trial_id))
     statement = select(*selected)
     if limit is not None:
@@ -214,7 +292,7 @@ def build_trial_query(
         statement = statement.limit(limit + 1)
     statement = query.joined(statement.select_from(Trial)).where(*filters)
     statement = statement.order_by(*order_by(sort_column, parsed_sort))
-    return statement, parsed_sort, list(query.summaries)
+    return statement, parsed_sort, query.metrics
 
 
 def downsampled_series(trial_id: str, metric: str, max_points: int) -> Select:
@@ -348,7 +426,8 @@ def trial_page(
 ) -> TrialPage:
     """One page of the sweep's trials (see ResultsStore.query_trials)."""
     of_sweep = sweep_id(connection, sweep)
-    statement, parsed_sort, metrics = build_trial_query(of_sweep, where, sort, fields, limit, cursor)
+    lateral = connection.dialect.name == "postgresql"
+    statement, parsed_sort, metrics = build_trial_query(of_sweep, where, sort, fields, limit, cursor, lateral=lateral)
     check_metrics(connection, of_sweep, metrics)
     rows = connection.execute(statement).all()
     next_cursor = None

@@ -47,6 +47,26 @@ def ingested_spec_text(name: str, declared: Mapping[str, str], metric_modes: Map
 
 
 @dataclass(frozen=True)
+class IngestedTrials:
+    """What one ingest stored: its trials' ids in the order given, and which existing trials it changed."""
+
+    created_sweep: bool
+    trial_ids: list[str]
+    overwritten: list[str]
+
+
+@dataclass(frozen=True)
+class DriverLease:
+    """A sweep's driver lease as taken: `holder` identifies this acquisition (heartbeat and release name it)."""
+
+    sweep: str
+    holder: str
+    host: str
+    pid: int
+    acquired_at: datetime
+
+
+@dataclass(frozen=True)
 class MetricSummary:
     """One metric of one trial, as the writer keeps it (see resultsdb.writes); `final` is the test value."""
 

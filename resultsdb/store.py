@@ -9,6 +9,9 @@ Reads live in resultsdb.queries, batched result writes in resultsdb.writes.
 
     store = ResultsStore()            # URL from ELMSCALE_DATABASE_URL, else sqlite:///elmscale.db
     store = ResultsStore("postgresql+psycopg://user@host/db")   # or an Engine
+    store = ResultsStore(url, read_timeout_s=10)   # Postgres cancels a read running longer: DatabaseUnavailable
+
+A pool whose connections all stay busy raises DatabaseUnavailable too; pool_exhausted() says whether it is so now.
 
 Sweeps
     create_sweep(name, *, task, metric, mode, spec_text, metric_modes=None, code_version=None) -> SweepInfo
@@ -25,6 +28,11 @@ Sweeps
 Trials
     add_trials(sweep, trials) -> list[str]: each trial a mapping with `config`, `seed` and the
         allocation columns (budget may be None); ids are trial_id(sweep, config, seed); idempotent.
+    ingest_trials(sweep, trials, *, writer, overwrite=False, declared=None, metric_modes=None) -> IngestedTrials
+        Finished trials computed elsewhere (add_trials' fields plus `status` and `final`), all in one
+        transaction with one "trials_ingested" event {token, trials, added, overwritten}; `declared`
+        (task, metric, mode) creates the sweep. Changing a trial of an orchestrated sweep (not ingested)
+        raises OverwriteRefused unless `overwrite`.
     find_trial(trial_id) -> TrialInfo (NotFound): columns, sweep, summaries of the sweep's metrics.
     set_trial_status(trial_id, status, *, error=None, node=None, device=None, final=None, at=None) -> bool
         "running" from another status counts an attempt; finished statuses set ended_at;
@@ -55,8 +63,14 @@ Events (live feed)
     record_event(kind, payload=None, *, sweep=None, trial_id=None) -> int
     events_since(after_id=0, *, sweep=None, limit=1000) -> list[EventInfo]; ids grow in commit order.
     last_event_id(sweep=None) -> int (0 before the first event)
-        Appended automatically: sweep_created, sweep_<status>, trials_added, trial_<status>, and per
+        Appended automatically: sweep_created, sweep_<status>, trials_added, trial_<status>, trials_ingested, and per
         write transaction and sweep one "results" event: {"trials": {trial_id: {"step", "values"}}}.
+Driver leases (one driver per sweep)
+    acquire_lease(sweep, *, force=False, host=None, pid=None, expiry_s=LEASE_EXPIRY_S) -> DriverLease
+        For this process (or the host and pid given), atomically: SweepLeaseHeld (naming holder, host, pid, since)
+        while another holder's heartbeat is younger than expiry_s seconds and, on this host, its process is alive.
+    heartbeat_lease(lease) -> bool;  release_lease(lease) -> bool: False when the lease is no longer held by
+        `lease` (taken over, released).
 API tokens
     create_token(name) -> str (shown once; only its sha256 is stored);  verify_token(token) -> str | None
     (the token's name while not revoked);  revoke_token(name) -> bool;  list_tokens() -> list[TokenInfo]
@@ -66,15 +80,18 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import os
+import secrets
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, Select, select, update
+from sqlalchemy import Connection, Engine, Row, Select, bindparam, delete, insert, select, update
 
 from resultsdb import frames, queries, writes
-from resultsdb.engine import connect, make_engine
-from resultsdb.errors import ConflictError, InvalidQuery, NotFound
+from resultsdb.engine import connect, make_engine, pool_exhausted
+from resultsdb.errors import ConflictError, InvalidQuery, NotFound, OverwriteRefused, SweepLeaseHeld
 from resultsdb.ids import trial_id as make_trial_id
 from resultsdb.models import (
     ACTIVE_TRIAL_STATUSES,
@@ -85,12 +102,24 @@ from resultsdb.models import (
     ApiToken,
     MetricMode,
     Sweep,
+    SweepLease,
     SweepStatus,
     Trial,
     TrialStatus,
+    TrialSummary,
 )
 from resultsdb.queries import DEFAULT_FIELDS, Condition, utc
-from resultsdb.records import EventInfo, SeriesPoint, SweepInfo, TokenInfo, TrialInfo, TrialPage
+from resultsdb.records import (
+    DriverLease,
+    EventInfo,
+    IngestedTrials,
+    SeriesPoint,
+    SweepInfo,
+    TokenInfo,
+    TrialInfo,
+    TrialPage,
+    ingested_spec_text,
+)
 from resultsdb.retry import in_write_transaction
 from resultsdb.tokens import new_token, token_hash
 
@@ -98,6 +127,9 @@ if TYPE_CHECKING:
     import pandas
 
 MAX_POINTS_PER_TRANSACTION = 5_000
+MAX_IDS_PER_STATEMENT = 1_000
+# A lease whose heartbeat is older than this is free: its driver died on another host (drivers beat every 5 s).
+LEASE_EXPIRY_S = 30.0
 
 Result = TypeVar("Result")
 Member = TypeVar("Member", bound=enum.StrEnum)
@@ -106,8 +138,9 @@ Member = TypeVar("Member", bound=enum.StrEnum)
 class ResultsStore:
     """Sweeps, trials, results, events and API tokens in one database (see the module docstring)."""
 
-    def __init__(self, url_or_engine: str | Engine | None = None) -> None:
+    def __init__(self, url_or_engine: str | Engine | None = None, *, read_timeout_s: float | None = None) -> None:
         self._owns_engine = not isinstance(url_or_engine, Engine)
+        self.read_timeout_s = read_timeout_s
         self.engine = url_or_engine if isinstance(url_or_engine, Engine) else make_engine(url_or_engine)
         # Sweep and mode of a trial never change, so the writer looks each trial up once.
         self._trial_contexts: dict[str, writes.TrialContext] = {}
@@ -122,8 +155,12 @@ class ResultsStore:
     def __exit__(self, *_exc_info: object) -> None:
         self.close()
 
+    def pool_exhausted(self) -> bool:
+        """Whether every connection of the store's pool is in use: the next read or write waits for one."""
+        return pool_exhausted(self.engine)
+
     def _read(self, work: Callable[..., Result], *args: Any) -> Result:
-        with connect(self.engine) as connection:
+        with connect(self.engine, statement_timeout_s=self.read_timeout_s) as connection:
             return work(connection, *args)
 
     def _write(self, work: Callable[..., Result], *args: Any) -> Result:
@@ -143,19 +180,7 @@ class ResultsStore:
         code_version: str | None = None,
     ) -> SweepInfo:
         """Create a sweep, or return the existing one when it was created from the same spec text."""
-        modes = {other: _member(f"mode of {other}", m, MetricMode) for other, m in (metric_modes or {}).items()}
-        modes[metric] = _member("mode", mode, MetricMode)
-        sweep = {
-            "name": name,
-            "task": task,
-            "metric": metric,
-            "mode": modes[metric],
-            "metric_modes": {other: str(m) for other, m in sorted(modes.items())},
-            "spec_text": spec_text,
-            "spec_hash": hashlib.sha256(spec_text.encode()).hexdigest(),
-            "status": SweepStatus.PENDING,
-            "code_version": code_version,
-        }
+        sweep = _sweep_row(name, task, metric, mode, spec_text, metric_modes or {}, code_version)
         return self._write(_create_sweep_without_commit, sweep)
 
     def find_sweep(self, name: str) -> SweepInfo:
@@ -189,6 +214,40 @@ class ResultsStore:
         rows = [_trial_row(sweep, index, trial) for index, trial in enumerate(trials)]
         self._write(_add_trials_without_commit, sweep, sorted(rows, key=lambda row: row["id"]))
         return [row["id"] for row in rows]
+
+    def ingest_trials(
+        self,
+        sweep: str,
+        trials: Sequence[Mapping[str, Any]],
+        *,
+        writer: str,
+        overwrite: bool = False,
+        declared: Mapping[str, str] | None = None,
+        metric_modes: Mapping[str, str] | None = None,
+    ) -> IngestedTrials:
+        """Store finished trials computed elsewhere in one transaction, with one "trials_ingested" event.
+
+        Each trial: what add_trials takes, plus `status` (a finished status) and `final` ({metric: test value}).
+        `declared` ({task, metric, mode}) creates the sweep when it does not exist, its spec text saying so.
+        Two trials with one id are a ValueError. A trial of an orchestrated sweep whose status or final values
+        would change raises OverwriteRefused unless `overwrite`; the event names `writer` and the trials changed.
+        """
+        rows = [_trial_row(sweep, index, trial) for index, trial in enumerate(trials)]
+        first_index: dict[str, int] = {}
+        for index, row in enumerate(rows):
+            if (first := first_index.setdefault(row["id"], index)) != index:
+                raise ValueError(f"trials {first} and {index} have the same config and seed (trial {row['id']})")
+        for row, trial in zip(rows, trials, strict=True):
+            row["status"] = _member("trial status", trial["status"], TrialStatus)
+            if row["status"] not in FINISHED_TRIAL_STATUSES:
+                raise ValueError(f"trial {row['id']}: status {row['status']!r} is not a finished status")
+        finals = {row["id"]: dict(trial.get("final") or {}) for row, trial in zip(rows, trials, strict=True)}
+        new_sweep = None
+        if declared is not None:
+            spec_text = ingested_spec_text(sweep, declared, metric_modes or {})
+            new_sweep = _sweep_row(sweep, declared["task"], declared["metric"], declared["mode"], spec_text,
+                                   metric_modes or {}, None)
+        return self._write(_ingest_without_commit, sweep, rows, finals, new_sweep, writer, overwrite)
 
     def find_trial(self, trial_id: str) -> TrialInfo:
         """The trial with its sweep and the summaries of the metrics its sweep declares; NotFound when unknown."""
@@ -294,6 +353,35 @@ class ResultsStore:
         """The id of the newest event (of `sweep`); 0 when there is none."""
         return self._read(queries.last_event_id, sweep)
 
+    # Driver leases
+
+    def acquire_lease(
+        self,
+        sweep: str,
+        *,
+        force: bool = False,
+        host: str | None = None,
+        pid: int | None = None,
+        expiry_s: float = LEASE_EXPIRY_S,
+    ) -> DriverLease:
+        """Take the sweep's driver lease for the process `pid` on `host` (default: this one).
+
+        The lease is free when nobody holds it, when its holder ran on this host and that process is gone, when
+        the holder's heartbeat is older than `expiry_s` seconds, or with `force`; else SweepLeaseHeld.
+        """
+        holder = secrets.token_hex(16)
+        lease = DriverLease(sweep, holder, host or socket.gethostname(), pid or os.getpid(), writes.now())
+        return self._write(_acquire_lease_without_commit, lease, force, timedelta(seconds=expiry_s))
+
+    def heartbeat_lease(self, lease: DriverLease) -> bool:
+        """Record that the lease's holder is alive; False when the lease is no longer its (taken over, released)."""
+        held = _held_by(lease)
+        return self._write(_changed_rows, update(SweepLease).where(held).values(heartbeat_at=writes.now())) > 0
+
+    def release_lease(self, lease: DriverLease) -> bool:
+        """Give the lease back; False when it was no longer held by `lease` (a takeover is left alone)."""
+        return self._write(_changed_rows, delete(SweepLease).where(_held_by(lease))) > 0
+
     # API tokens
 
     def create_token(self, name: str) -> str:
@@ -326,6 +414,25 @@ def _member(field: str, value: str, members: type[Member]) -> Member:
         raise ValueError(f"{field} {value!r}: expected one of {', '.join(members)}") from None
 
 
+def _sweep_row(
+    name: str, task: str, metric: str, mode: str, spec_text: str, metric_modes: Mapping[str, str],
+    code_version: str | None,
+) -> dict[str, Any]:
+    modes = {other: _member(f"mode of {other}", m, MetricMode) for other, m in metric_modes.items()}
+    modes[metric] = _member("mode", mode, MetricMode)
+    return {
+        "name": name,
+        "task": task,
+        "metric": metric,
+        "mode": modes[metric],
+        "metric_modes": {other: str(m) for other, m in sorted(modes.items())},
+        "spec_text": spec_text,
+        "spec_hash": hashlib.sha256(spec_text.encode()).hexdigest(),
+        "status": SweepStatus.PENDING,
+        "code_version": code_version,
+    }
+
+
 def _trial_row(sweep: str, index: int, trial: Mapping[str, Any]) -> dict[str, Any]:
     required = ("config", "seed", *(column for column in ALLOCATION_COLUMNS if column != "budget"))
     missing = [field for field in required if field not in trial]
@@ -348,10 +455,41 @@ def _rows(connection: Connection, statement: Select) -> Sequence[Row]:
     return connection.execute(statement).all()
 
 
+def _changed_rows(connection: Connection, statement: Any) -> int:
+    return connection.execute(statement).rowcount
+
+
+def _held_by(lease: DriverLease) -> Any:
+    sweep_id = select(Sweep.id).where(Sweep.name == lease.sweep).scalar_subquery()
+    return (SweepLease.sweep_id == sweep_id) & (SweepLease.holder == lease.holder)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 # Writes: each runs inside the caller's transaction and commits nothing; events go last (see writes.append_events).
 
 
 def _create_sweep_without_commit(connection: Connection, sweep: dict[str, Any]) -> SweepInfo:
+    info, created = _insert_sweep_without_commit(connection, sweep)
+    if created:
+        writes.append_events(connection, [_sweep_created_event(info)])
+    return info
+
+
+def _sweep_created_event(info: SweepInfo) -> dict[str, Any]:
+    return {"kind": "sweep_created", "sweep_id": info.id, "payload": {"name": info.name}}
+
+
+def _insert_sweep_without_commit(connection: Connection, sweep: dict[str, Any]) -> tuple[SweepInfo, bool]:
+    """The sweep (inserted unless one of that name exists with the same spec) and whether it was inserted."""
     name = sweep["name"]
     inserted = connection.execute(
         writes.dialect_insert(connection, Sweep)
@@ -362,9 +500,7 @@ def _create_sweep_without_commit(connection: Connection, sweep: dict[str, Any]) 
     info = queries.find_sweep(connection, name)
     if info.spec_hash != sweep["spec_hash"]:
         raise ConflictError(f"sweep {name!r} already exists with a different spec (hash {info.spec_hash[:12]})")
-    if inserted is not None:
-        writes.append_events(connection, [{"kind": "sweep_created", "sweep_id": inserted, "payload": {"name": name}}])
-    return info
+    return info, inserted is not None
 
 
 def _set_sweep_status_without_commit(connection: Connection, name: str, status: SweepStatus) -> bool:
@@ -412,6 +548,100 @@ def _add_trials_without_commit(connection: Connection, sweep: str, rows: list[di
         writes.append_events(connection, [event])
 
 
+def _ingest_without_commit(
+    connection: Connection,
+    name: str,
+    rows: list[dict[str, Any]],
+    finals: dict[str, dict[str, float]],
+    new_sweep: dict[str, Any] | None,
+    writer: str,
+    overwrite: bool,
+) -> IngestedTrials:
+    events = []
+    created = False
+    if new_sweep is not None:
+        info, created = _insert_sweep_without_commit(connection, new_sweep)
+        if created:
+            events.append(_sweep_created_event(info))
+    # Concurrent ingests of one sweep wait for each other, so each sees what it would overwrite.
+    queries.find_or_raise(
+        connection, select(Sweep.id).where(Sweep.name == name).with_for_update(key_share=True), "sweep", name
+    )
+    sweep = queries.find_sweep(connection, name)
+    stored_statuses, stored_finals = _stored_trials(connection, sweep.id, [row["id"] for row in rows])
+    changed = []
+    for row in rows:
+        trial_id = row["id"]
+        if trial_id not in stored_statuses:
+            continue
+        change = _ingest_change(stored_statuses[trial_id], stored_finals.get(trial_id, {}), row["status"],
+                                finals[trial_id])
+        if change is None:
+            continue
+        if not (overwrite or sweep.ingested):
+            raise OverwriteRefused(name, trial_id, change)
+        changed.append(trial_id)
+    ingested_at = writes.now()
+    ended = {"status_at": ingested_at, "ended_at": ingested_at, "error": None}
+    new_rows = [
+        {**row, **ended, "sweep_id": sweep.id, "created_at": ingested_at}
+        for row in rows if row["id"] not in stored_statuses
+    ]
+    if new_rows:
+        inserted = writes.dialect_insert(connection, Trial).on_conflict_do_nothing(index_elements=[Trial.id])
+        connection.execute(inserted, new_rows)
+    changed_ids = set(changed)
+    restatused = [
+        {"trial": row["id"], "new_status": row["status"]}
+        for row in rows
+        if row["id"] in changed_ids and stored_statuses[row["id"]] != row["status"]
+    ]
+    if restatused:
+        connection.execute(
+            update(Trial).where(Trial.id == bindparam("trial")).values(status=bindparam("new_status"), **ended),
+            restatused,
+        )
+    written = {row["id"] for row in new_rows} | changed_ids
+    writes.set_final_values(connection, {trial_id: finals[trial_id] for trial_id in sorted(written)})
+    payload = {"token": writer, "trials": len(rows), "added": len(new_rows), "overwritten": changed}
+    events.append({"kind": "trials_ingested", "sweep_id": sweep.id, "payload": payload})
+    writes.append_events(connection, events)
+    _finish_sweep_without_commit(connection, name)
+    return IngestedTrials(created_sweep=created, trial_ids=[row["id"] for row in rows], overwritten=changed)
+
+
+def _stored_trials(
+    connection: Connection, sweep_id: int, trial_ids: list[str]
+) -> tuple[dict[str, TrialStatus], dict[str, dict[str, float | None]]]:
+    """Status and final values of those of `trial_ids` that the sweep has."""
+    statuses: dict[str, TrialStatus] = {}
+    finals: dict[str, dict[str, float | None]] = {}
+    ids = sorted(trial_ids)
+    for start in range(0, len(ids), MAX_IDS_PER_STATEMENT):
+        chunk = ids[start : start + MAX_IDS_PER_STATEMENT]
+        trials = select(Trial.id, Trial.status).where(Trial.sweep_id == sweep_id, Trial.id.in_(chunk))
+        statuses.update({row.id: row.status for row in connection.execute(trials)})
+        summaries = select(TrialSummary.trial_id, TrialSummary.metric, TrialSummary.final_value).where(
+            TrialSummary.trial_id.in_(chunk)
+        )
+        for row in connection.execute(summaries):
+            finals.setdefault(row.trial_id, {})[row.metric] = row.final_value
+    return statuses, finals
+
+
+def _ingest_change(
+    stored_status: TrialStatus, stored_final: Mapping[str, float | None], status: TrialStatus,
+    final: Mapping[str, float],
+) -> str | None:
+    """What an ingested row would change of a stored trial, in words; None when nothing."""
+    if stored_status != status:
+        return f"status {stored_status} -> {status}"
+    for metric, value in sorted(final.items()):
+        if stored_final.get(metric) != writes.storable(value):
+            return f"{metric}.final {stored_final.get(metric)} -> {value}"
+    return None
+
+
 def _set_trial_status_without_commit(
     connection: Connection,
     trial_id: str,
@@ -430,7 +660,7 @@ def _set_trial_status_without_commit(
         trial_id,
     )
     if final:
-        writes.set_final_values(connection, trial_id, final)
+        writes.set_final_values(connection, {trial_id: final})
     stale = current.status_at is not None and changed_at < utc(current.status_at)
     if current.status == status and not stale and placement:
         # Where a trial runs is known only after it started: record it without a status change.
@@ -474,6 +704,30 @@ def _record_event_without_commit(
     sweep_id = None if sweep is None else queries.sweep_id(connection, sweep)
     event = {"kind": kind, "sweep_id": sweep_id, "trial_id": trial_id, "payload": payload}
     return writes.append_events(connection, [event])[0]
+
+
+def _acquire_lease_without_commit(
+    connection: Connection, lease: DriverLease, force: bool, expiry: timedelta
+) -> DriverLease:
+    # Locking the sweep row makes acquirers of one sweep take turns (SQLite's write transactions always do).
+    sweep_id = queries.find_or_raise(
+        connection, select(Sweep.id).where(Sweep.name == lease.sweep).with_for_update(key_share=True),
+        "sweep", lease.sweep,
+    ).id
+    held = connection.execute(select(SweepLease.__table__).where(SweepLease.sweep_id == sweep_id)).one_or_none()
+    row = {"holder": lease.holder, "host": lease.host, "pid": lease.pid, "acquired_at": lease.acquired_at,
+           "heartbeat_at": lease.acquired_at}
+    if held is None:
+        connection.execute(insert(SweepLease).values(sweep_id=sweep_id, **row))
+        return lease
+    # A heartbeat stops when its driver died anywhere; on this host a gone process says so at once.
+    abandoned = utc(held.heartbeat_at) < lease.acquired_at - expiry or (
+        held.host == socket.gethostname() and not _process_alive(held.pid)
+    )
+    if not (abandoned or force):
+        raise SweepLeaseHeld(lease.sweep, held.host, held.pid, utc(held.acquired_at))
+    connection.execute(update(SweepLease).where(SweepLease.sweep_id == sweep_id).values(**row))
+    return lease
 
 
 def _create_token_without_commit(connection: Connection, name: str, digest: str) -> None:

@@ -479,16 +479,20 @@ INSERT_NEW_BATCH = apply_batch(points_are_new=True)
 UPSERT_BATCH = apply_batch(points_are_new=False)
 
 
-def set_final_values(connection: Connection, trial_id: str, final: Mapping[str, float]) -> None:
+def set_final_values(connection: Connection, finals: Mapping[str, Mapping[str, float]]) -> None:
+    """Store {trial_id: {metric: test value}} as the summaries' final values, in key order."""
+    rows = [
+        {"trial_id": trial_id, "metric": metric, "final_value": storable(value)}
+        for trial_id, final in sorted(finals.items())
+        for metric, value in sorted(final.items())
+    ]
+    if not rows:
+        return
     statement = dialect_insert(connection, TrialSummary)
     statement = statement.on_conflict_do_update(
         index_elements=[TrialSummary.trial_id, TrialSummary.metric],
         set_={"final_value": statement.excluded.final_value},
     )
-    rows = [
-        {"trial_id": trial_id, "metric": metric, "final_value": storable(value)}
-        for metric, value in sorted(final.items())
-    ]
     connection.execute(statement, rows)
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
+
+from resultsdb import ResultsStore
 
 TINY_TRAINING = dict(steps=20, lr=0.01, warmup_steps=2, batch_size=4, seq_len=16, eval_every=10, eval_batches=2,
                      test_batches=2, report_every=5, reset_decay_steps=10)
@@ -51,6 +55,26 @@ def start_cli(args: list[str], env: dict) -> subprocess.Popen:
     """The CLI in its own process group, so a test can kill the driver with everything it started."""
     return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """kill -9 the driver and everything it started (its local Ray daemons and workers share its process group)."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def has_running_trial(store: ResultsStore, sweep: str) -> bool:
+    info = store.get_sweep(sweep)
+    return info is not None and bool(info.trial_counts.get("running"))
 
 
 def expected_steps(training: dict) -> list[int]:

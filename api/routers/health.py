@@ -1,6 +1,8 @@
-"""Liveness: the database answers and its schema is at the newest migration."""
+"""Liveness: the database answers, its schema is at the newest migration, and the service has a free connection."""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -10,13 +12,17 @@ from api.schemas import HealthOut
 from resultsdb import DatabaseUnavailable, schema_head, schema_revision
 
 router = APIRouter(tags=["health"])
+logger = logging.getLogger(__name__)
+# The cause names the database's host, user and driver: it goes to the server log, not to callers (no token can be
+# checked while the database is down, so no caller could be told apart).
+UNAVAILABLE_DETAIL = "database unavailable: no connection to it (the server log has the cause)"
 
 
 @router.get(
     "/healthz",
     response_model=HealthOut,
     summary="Database reachable and migrated to the newest revision",
-    responses={503: {"model": HealthOut, "description": "Database unreachable or not migrated"}},
+    responses={503: {"model": HealthOut, "description": "Database unreachable, not migrated, or all connections busy"}},
 )
 def healthz(store: Store) -> JSONResponse:
     head = schema_head()
@@ -24,9 +30,13 @@ def healthz(store: Store) -> JSONResponse:
     try:
         revision = schema_revision(url)
     except DatabaseUnavailable as error:
-        return _answer(503, HealthOut(status="unavailable", detail=str(error), revision=None, head=head))
+        logger.warning("healthz: %s", error)
+        return _answer(503, HealthOut(status="unavailable", detail=UNAVAILABLE_DETAIL, revision=None, head=head))
     if revision != head:
         detail = f"database at revision {revision}, not {head}: run `orchestrator db upgrade`"
+        return _answer(503, HealthOut(status="unavailable", detail=detail, revision=revision, head=head))
+    if store.pool_exhausted():
+        detail = "every connection of the service's database pool is busy: requests wait for one or get 503"
         return _answer(503, HealthOut(status="unavailable", detail=detail, revision=revision, head=head))
     return _answer(200, HealthOut(status="ok", detail="database reachable and migrated", revision=revision, head=head))
 

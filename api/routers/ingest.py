@@ -11,17 +11,17 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Frames, Store, Writer
+from api.deps import Store, Writer
 from api.errors import ERROR_RESPONSES, ErrorDetail, describe_validation_errors
-from api.frames import SweepFrames
 from api.routers.common import SweepName
 from api.schemas import PRINTABLE, IngestOut, IngestRequest, IngestRow
-from resultsdb import ALLOCATION_COLUMNS, ConflictError, MetricMode, ResultsStore, ingested_spec_text
+from resultsdb import ALLOCATION_COLUMNS, ConflictError, IngestedTrials, MetricMode, OverwriteRefused, ResultsStore
 
 router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES)
 
 MAX_BODY_BYTES = 32 * 2**20
 ROW_FIELDS = frozenset(IngestRow.model_fields) - {"metrics"}
+TEXT_COLUMNS = frozenset({"config", "status"})
 CSV_MEDIA_TYPE = "text/csv"
 JSON_MEDIA_TYPE = "application/json"
 DESCRIPTION = f"""
@@ -37,7 +37,12 @@ Adds one trial per row and stores the row's metric values as the trial's final v
   --data-binary @results.csv .../sweeps/NAME/results?task=enwik8&metric=bpc&mode=min`.
 
 **Idempotent**: a trial's id is derived from the sweep name, its `config` (default: its allocation columns) and
-its seed, so sending the same rows again changes nothing, and a corrected value replaces the stored one.
+its seed, so sending the same rows again changes nothing, and a corrected value replaces the stored one. Two rows
+of one trial in a request are refused. A row that would change a trial of a sweep run by `orchestrator submit` is
+refused (409) unless the request has `overwrite=true`.
+
+**All or nothing**: the rows are stored in one transaction, with one `trials_ingested` event naming the token
+and the trials that changed; a request that fails stores nothing.
 
 **The sweep** is created when it does not exist; then `task`, `metric` and `mode` are required and its spec text
 records them (`source: ingest`). For an existing sweep they are optional and must match it (409 otherwise).
@@ -86,6 +91,8 @@ def _csv_rows(body: bytes) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"metrics": {}}
         for column, cell in zip(header, cells):
             cell = cell.strip()
+            if "_" in cell and column not in TEXT_COLUMNS:  # Python's int() and float() read 1_000 as 1000
+                raise HTTPException(422, f"rows.{index}.{column}: {cell!r} is not a number (no '_' in numbers)")
             target = row if column in ROW_FIELDS else row["metrics"]
             target[column] = cell or None
         if row.get("config") is not None:
@@ -108,38 +115,38 @@ def _parse_rows(body: bytes, content_type: str) -> list[IngestRow]:
     raise HTTPException(415, f"Content-Type {content_type!r}: send {JSON_MEDIA_TYPE} or {CSV_MEDIA_TYPE}")
 
 
-def _ensure_sweep(store: ResultsStore, name: str, declared: dict[str, str | None],
-                  metric_modes: dict[str, str]) -> bool:
-    """Create the sweep from the declared task, metric and mode, or check them against the existing one."""
+def _sweep_to_create(store: ResultsStore, name: str, declared: dict[str, str | None]) -> dict[str, str] | None:
+    """The declared task, metric and mode of a sweep to create, or None after checking them against the existing one."""
     existing = store.get_sweep(name)
     if existing is not None:
         for field, value in declared.items():
             if value is not None and value != getattr(existing, field):
                 raise ConflictError(f"sweep {name!r} has {field} {getattr(existing, field)!r}, not {value!r}")
-        return False
+        return None
     missing = [field for field, value in declared.items() if value is None]
     if missing:
         raise HTTPException(422, f"sweep {name!r} does not exist; to create it, give query parameter(s) "
                                  f"{', '.join(missing)}")
-    spec_text = ingested_spec_text(name, declared, metric_modes)
-    store.create_sweep(name, spec_text=spec_text, metric_modes=metric_modes, **declared)
-    return True
+    return {field: str(value) for field, value in declared.items()}
 
 
-def _store_rows(store: ResultsStore, frames: SweepFrames, name: str, rows: list[IngestRow]) -> list[str]:
+def _store_rows(store: ResultsStore, name: str, rows: list[IngestRow], writer: str, overwrite: bool,
+                declared: dict[str, str | None], metric_modes: dict[str, str]) -> IngestedTrials:
     trials = []
     for row in rows:
         allocation = row.model_dump(include=set(ALLOCATION_COLUMNS))
         config = row.config if row.config is not None else {k: v for k, v in allocation.items() if k != "seed"}
-        trials.append({**allocation, "config": config})
-    trial_ids = store.add_trials(name, trials)
-    for trial_id, row in zip(trial_ids, rows, strict=True):
         final = {metric: value for metric, value in row.metrics.items() if value is not None}
-        store.set_trial_status(trial_id, row.status, final=final)
-    store.finish_sweep(name)  # ingested trials have ended: the sweep's status says how
-    # Final values of an unchanged status append no event, so the cached frames cannot see them.
-    frames.forget(name)
-    return trial_ids
+        trials.append({**allocation, "config": config, "status": row.status, "final": final})
+    try:
+        return store.ingest_trials(name, trials, writer=writer, overwrite=overwrite, metric_modes=metric_modes,
+                                   declared=_sweep_to_create(store, name, declared))
+    except OverwriteRefused as error:
+        raise HTTPException(409, f"{error}; to replace it, send the request with overwrite=true") from None
+    except ConflictError:
+        raise
+    except ValueError as error:  # two rows of one trial
+        raise HTTPException(422, f"rows (counting from 0): {error}") from None
 
 
 def _metric_modes(text: str | None) -> dict[str, str]:
@@ -165,8 +172,7 @@ async def ingest(
     name: SweepName,
     request: Request,
     store: Store,
-    frames: Frames,
-    _writer: Writer,
+    writer: Writer,
     task: Annotated[str | None, Query(min_length=1, max_length=100, pattern=PRINTABLE,
                                       description="Task of a new sweep")] = None,
     metric: Annotated[str | None, Query(min_length=1, max_length=100, pattern=PRINTABLE,
@@ -174,10 +180,13 @@ async def ingest(
     mode: Annotated[MetricMode | None, Query(description="Whether lower or higher `metric` is better")] = None,
     metric_modes: Annotated[str | None, Query(max_length=2000,
                                               description="Other metrics' modes: `accuracy:max,loss:min`")] = None,
+    overwrite: Annotated[bool, Query(description="Allow rows to change trials of a sweep run by the orchestrator")]
+    = False,
 ) -> IngestOut:
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     rows = _parse_rows(await _read_body(request), content_type)
-    declared = {"task": task, "metric": metric, "mode": mode}
-    created = await run_in_threadpool(_ensure_sweep, store, name, declared, _metric_modes(metric_modes))
-    trial_ids = await run_in_threadpool(_store_rows, store, frames, name, rows)
-    return IngestOut(sweep=name, created_sweep=created, trials=len(trial_ids), trial_ids=trial_ids)
+    declared: dict[str, str | None] = {"task": task, "metric": metric, "mode": mode}
+    ingested = await run_in_threadpool(_store_rows, store, name, rows, writer, overwrite, declared,
+                                       _metric_modes(metric_modes))
+    return IngestOut(sweep=name, created_sweep=ingested.created_sweep, trials=len(ingested.trial_ids),
+                     trial_ids=ingested.trial_ids, overwritten=ingested.overwritten)

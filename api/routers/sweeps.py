@@ -9,9 +9,17 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.deps import Frames, Store, SweepDep, require_reader
 from api.errors import ERROR_RESPONSES
-from api.filters import FILTER_SYNTAX, documented_filter_parameters, parse_filters, resolve_field
+from api.filters import (
+    FILTER_SYNTAX,
+    MAX_METRIC_FIELDS,
+    check_metric_fields,
+    documented_filter_parameters,
+    parse_filters,
+    resolve_field,
+)
 from api.frames import SweepFrames
 from api.schemas import SweepDetail, SweepOut, TrialPageOut
+from api.settings import ApiSettings
 from resultsdb import FINISHED_TRIAL_STATUSES, METRIC_COLUMN, InvalidQuery, MetricMode, SweepInfo
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], dependencies=[Depends(require_reader)], responses=ERROR_RESPONSES)
@@ -50,7 +58,7 @@ def get_sweep(sweep: SweepDep, frames: Frames) -> SweepDetail:
     response_model=TrialPageOut,
     summary="The sweep's trials: filters, sort, cursor pagination, column projection",
     description=FILTER_SYNTAX
-    + """
+    + f"""
 **Sort**: `sort=<field>` ascending or `sort=-<field>` descending (NULLs last, ties by id), any field above or a
 trial column such as `created_at`.
 
@@ -58,7 +66,11 @@ trial column such as `created_at`.
 filters for the next page.
 
 **Columns**: `fields=id,d_m,bpc.best` (default: id, status and the allocation columns; also attempts, error, node,
-device, created_at, started_at, ended_at, status_at, config).
+device, created_at, started_at, ended_at, status_at, config), with at most {MAX_METRIC_FIELDS} `<metric>.<stat>`
+columns.
+
+**Time**: a query that runs past the server's statement timeout (Postgres; {ApiSettings.read_timeout_s:g} s by default)
+is answered 503.
 """,
     openapi_extra={"parameters": documented_filter_parameters()},
 )
@@ -77,6 +89,7 @@ def list_trials(
         field_list = [resolve_field(field.strip(), sweep.metric) for field in fields.split(",") if field.strip()]
         if not field_list:
             raise InvalidQuery("fields: name at least one column")
+        check_metric_fields(field_list)
     sort_field = resolve_field(sort.removeprefix("-"), sweep.metric)
     page = store.query_trials(
         sweep.name,

@@ -8,7 +8,7 @@ const TABLE_ROWS = 200;
 const LAW_BOOTSTRAP = 50; // resamples of the laws' and located optima's intervals: a few keep live refreshes cheap
 const STATUSES = ["pending", "running", "completed", "failed", "stopped_early"];
 const FEED_KINDS = [
-  "results", "trials_added", "sweep_created",
+  "results", "trials_added", "trials_ingested", "sweep_created",
   ...["pending", "running", "completed", "failed", "stopped"].map((s) => `sweep_${s}`),
   ...STATUSES.map((s) => `trial_${s}`),
 ];
@@ -108,7 +108,10 @@ function connectFeed() {
 function progressBar(counts, total) {
   const bar = h("span", { class: "progress", title: STATUSES.map((s) => `${s}: ${counts[s] ?? 0}`).join(", ") });
   for (const status of ["completed", "stopped_early", "failed", "running"]) {
-    if (counts[status]) bar.append(h("span", { class: status, style: `width:${(100 * counts[status]) / total}%` }));
+    if (!counts[status]) continue;
+    const segment = h("span", { class: status });
+    segment.style.width = `${(100 * counts[status]) / total}%`; // through CSSOM: the CSP refuses style attributes
+    bar.append(segment);
   }
   return bar;
 }

@@ -20,12 +20,14 @@ from resultsdb import (
     InvalidQuery,
     NotFound,
     ResultsStore,
+    SweepLeaseHeld,
     database_url,
     schema_head,
     schema_revision,
     upgrade_schema,
 )
 
+from ..sink import OutboxUnwritable
 from ..spec import SpecError, SweepSpec, parse_spec
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get the whole table
@@ -72,7 +74,9 @@ def user_errors() -> Iterator[None]:
         fail(*error.lines)
     except NotFound as error:
         fail(f"{error} (see `orchestrator list`)" if error.kind == "sweep" else str(error))
-    except (ConflictError, DatabaseUnavailable, InvalidDatabaseUrl, InvalidQuery) as error:
+    except SweepLeaseHeld as error:
+        fail(f"{error}; `--force` takes it over")
+    except (ConflictError, DatabaseUnavailable, InvalidDatabaseUrl, InvalidQuery, OutboxUnwritable) as error:
         fail(str(error))
 
 

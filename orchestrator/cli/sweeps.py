@@ -10,6 +10,7 @@ from rich.table import Table
 
 from resultsdb import FINISHED_SWEEP_STATUSES, ResultsStore, SweepStatus, TrialStatus
 
+from ..lease import driver_lease
 from ..plan import plan as expand
 from ..spec import SweepSpec, load_spec
 from .analysis import print_frontier
@@ -19,6 +20,9 @@ from .progress import sweep_progress
 app = typer.Typer()  # its commands join the main app (orchestrator.cli)
 
 SpecArgument = Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec (YAML).")]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Take the sweep over from the driver that runs it (even if it is alive).")
+]
 
 
 @app.command()
@@ -40,26 +44,28 @@ def plan(spec_path: SpecArgument) -> None:
 
 
 @app.command()
-def submit(spec_path: SpecArgument, db: DbOption = None, address: AddressOption = None) -> None:
+def submit(
+    spec_path: SpecArgument, db: DbOption = None, address: AddressOption = None, force: ForceOption = False
+) -> None:
     """Record a sweep and all its trials, then run them on Ray Tune (resubmitting the same spec resumes it)."""
     with user_errors():
         spec, text = load_spec(spec_path)
         expand(spec, str(spec_path))  # every spec problem surfaces before the database is touched
         store = open_store(db, create=True)
-        _execute(spec, text, store, address, only=None)
+        _execute(spec, text, store, address, only=None, force=force)
 
 
 @app.command()
-def resume(name: str, db: DbOption = None, address: AddressOption = None) -> None:
+def resume(name: str, db: DbOption = None, address: AddressOption = None, force: ForceOption = False) -> None:
     """Run what is unfinished of a sweep (after a killed driver, a reboot, a database outage)."""
     with user_errors():
         store = open_store(db, migrate=True)
         spec, text = spec_of(store, name)
-        _execute(spec, text, store, address, only=None)
+        _execute(spec, text, store, address, only=None, force=force)
 
 
 @app.command("retry-failed")
-def retry_failed(name: str, db: DbOption = None, address: AddressOption = None) -> None:
+def retry_failed(name: str, db: DbOption = None, address: AddressOption = None, force: ForceOption = False) -> None:
     """Run the failed trials of a sweep again (they resume from their last checkpoint)."""
     from .. import runner  # Ray loads here and in _execute: the other commands start without it.
 
@@ -70,14 +76,15 @@ def retry_failed(name: str, db: DbOption = None, address: AddressOption = None) 
         if not failed:
             console.print(f"{name}: no failed trials")
             return
-        _execute(spec, text, store, address, only=failed)
+        _execute(spec, text, store, address, only=failed, force=force)
 
 
-def _execute(spec: SweepSpec, text: str, store: ResultsStore, address: str | None, only: list[str] | None) -> None:
+def _execute(spec: SweepSpec, text: str, store: ResultsStore, address: str | None, only: list[str] | None,
+             force: bool) -> None:
     from .. import runner
 
     trials = runner.prepare(spec, text, store)
-    with sweep_progress(console, spec.name, trials) as live:
+    with driver_lease(store, spec.name, force=force), sweep_progress(console, spec.name, trials) as live:
         outcome = runner.run(spec, trials, store, address=address, only=only, live=live)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items()))
     console.print(f"[bold]{spec.name}[/bold]: {counts}")

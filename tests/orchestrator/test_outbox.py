@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
+import pytest
 from store_helpers import create_sweep
 
-from orchestrator.sink import Outbox, ResultSink, result_record
+from orchestrator.sink import Outbox, OutboxUnwritable, ResultSink, result_record
 from resultsdb import ResultsStore
 
 
@@ -57,3 +59,22 @@ def test_whole_lines_are_left_alone(tmp_path):
     reopened = Outbox(tmp_path, "s")
     assert reopened.path.stat().st_size == size and not reopened.torn_path.exists()
     assert [record["step"] for record in reopened.pending()[0]] == [0, 1, 2]
+
+
+def test_a_sink_that_cannot_write_its_outbox_says_so_instead_of_dropping_results(store, tmp_path):
+    [trial] = create_sweep(store, trials=1)
+    sink = ResultSink(store, Outbox(tmp_path / "outbox", "pareto")).start()
+    sink.put(results(trial, range(0, 1))[0])
+    deadline = time.monotonic() + 30
+    while not delivered_steps(store, trial) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sink.outbox.path.unlink()
+    sink.outbox.path.mkdir()  # appending now fails, as on a full disk or a removed volume
+    sink.put(results(trial, range(1, 2))[0])
+    while sink.failure is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert isinstance(sink.failure, OutboxUnwritable) and str(sink.outbox.path) in str(sink.failure)
+    with pytest.raises(OutboxUnwritable, match="orchestrator resume"):
+        sink.close(timeout=1)
+    assert delivered_steps(store, trial) == [0]

@@ -12,7 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from spec_helpers import cli_env, expected_steps, run_cli, start_cli, tiny_spec, write_spec
+from spec_helpers import (
+    cli_env,
+    expected_steps,
+    has_running_trial,
+    kill_group,
+    run_cli,
+    start_cli,
+    tiny_spec,
+    wait_for,
+    write_spec,
+)
 from sqlalchemy.engine import make_url
 from tcp_proxy import TcpProxy
 
@@ -31,26 +41,6 @@ def check_every_step_once(store: ResultsStore, sweep: str, training: dict) -> No
         assert row["train_loss.last"] == pytest.approx(series[-1].value)
         assert row["train_loss.min"] == pytest.approx(min(p.value for p in series))
         assert row["test_bpc.final"] > 0
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def kill_group(process: subprocess.Popen) -> None:
-    """kill -9 the driver and everything it started (its local Ray daemons and workers share its process group)."""
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
-def has_running_trial(store: ResultsStore, sweep: str) -> bool:
-    info = store.get_sweep(sweep)
-    return info is not None and bool(info.trial_counts.get("running"))
 
 
 @pytest.fixture
@@ -85,7 +75,8 @@ def test_submit_runs_every_trial_and_stores_every_step_once(tmp_path, backend, r
     assert refused.returncode == 2 and "already exists with a different spec" in refused.stderr
 
 
-def test_resume_after_kill_loses_no_results(tmp_path, postgres_url):
+@pytest.mark.parametrize("torn_outbox", [False, True], ids=["clean", "torn-outbox"])
+def test_resume_after_kill_loses_no_results(tmp_path, postgres_url, torn_outbox):
     spec = tiny_spec("crash", training={**tiny_spec()["training"], "steps": 60}, max_concurrent=1)
     env = cli_env(postgres_url, tmp_path / "state")
     migrate.upgrade(postgres_url)
@@ -101,6 +92,9 @@ def test_resume_after_kill_loses_no_results(tmp_path, postgres_url):
         done_before = set(store.summary_frame("crash").query("status == 'completed'")["id"])
     finally:
         kill_group(driver)
+    if torn_outbox:  # the kill cut the driver's last write short
+        with open(tmp_path / "state" / "outbox" / "crash.jsonl", "ab") as outbox:
+            outbox.write(b'{"kind":"result","trial_id":"')
     resumed = run_cli(["resume", "crash"], env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     frame = store.summary_frame("crash").set_index("id")
@@ -306,4 +300,36 @@ def test_results_wait_in_the_outbox_when_the_database_stays_down(tmp_path, postg
             kill_group(driver)
     assert set(store.summary_frame("stays_down")["status"]) == {"completed"}
     check_every_step_once(store, "stays_down", spec["training"])
+    store.close()
+
+
+def test_a_driver_whose_outbox_cannot_be_written_stops_with_one_line_and_resume_finishes(tmp_path, postgres_url):
+    spec = tiny_spec("unwritable", budgets=[3000], allocation={**tiny_spec()["allocation"], "vary": {"d_m": [2]}},
+                     training={**tiny_spec()["training"], "steps": 1000, "eval_every": 100})
+    env = cli_env(postgres_url, tmp_path / "state")
+    migrate.upgrade(postgres_url)
+    outbox = tmp_path / "state" / "outbox" / "unwritable.jsonl"
+    driver = start_cli(["submit", str(write_spec(tmp_path, spec))], env)
+    store = ResultsStore(postgres_url)
+    try:
+        def reporting() -> bool:
+            return (store.get_sweep("unwritable") is not None
+                    and "train_loss.last_step" in store.summary_frame("unwritable"))
+        wait_for(reporting, 240, "a trial's first results")
+        outbox.unlink()
+        outbox.mkdir()  # appending fails from now on, as on a full disk
+        output, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            kill_group(driver)
+    assert driver.returncode == 2, output
+    assert "error: results can no longer be written to" in output and "Traceback" not in output
+    stopped = store.summary_frame("unwritable")
+    assert stopped["train_loss.last_step"].max() < 1000 and "completed" not in set(stopped["status"])  # not trained on
+
+    outbox.rmdir()
+    resumed = run_cli(["resume", "unwritable"], env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert set(store.summary_frame("unwritable")["status"]) == {"completed"}
+    check_every_step_once(store, "unwritable", spec["training"])
     store.close()
