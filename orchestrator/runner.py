@@ -191,6 +191,12 @@ class Driver:
     total_steps: dict[str, int]
     cancel: CancelWatch
 
+    def record(self, trial_id: str, status: TrialStatus, *, value: float | None = None, error: str | None = None,
+               final: dict | None = None) -> None:
+        """A trial's new status, to the database (through the sink) and to the display."""
+        self.sink.put(status_record(trial_id, status, error=error, final=final))
+        self.progress.set_status(trial_id, status, value=value, error=error)
+
 
 _DRIVERS: dict[str, Driver] = {}
 
@@ -205,8 +211,7 @@ class SinkCallback(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
         self.placed.discard(trial_id)
-        driver.sink.put(status_record(trial_id, TrialStatus.RUNNING))
-        driver.progress.set_status(trial_id, TrialStatus.RUNNING)
+        driver.record(trial_id, TrialStatus.RUNNING)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
@@ -221,8 +226,7 @@ class SinkCallback(tune.Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
-        driver.sink.put(status_record(trial_id, TrialStatus.PENDING))
-        driver.progress.set_status(trial_id, TrialStatus.PENDING)
+        driver.record(trial_id, TrialStatus.PENDING)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
@@ -234,14 +238,11 @@ class SinkCallback(tune.Callback):
             status = TrialStatus.COMPLETED
         else:
             status = TrialStatus.PENDING if driver.cancel.cancelled else TrialStatus.STOPPED_EARLY
-        driver.sink.put(status_record(trial_id, status, final=final or None))
-        driver.progress.set_status(trial_id, status, value=final.get(driver.progress.metric))
+        driver.record(trial_id, status, value=final.get(driver.progress.metric), final=final or None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         driver, trial_id = _DRIVERS[self.sweep], trial.config["trial"]["trial_id"]
-        error = _error_text(trial)
-        driver.sink.put(status_record(trial_id, TrialStatus.FAILED, error=error))
-        driver.progress.set_status(trial_id, TrialStatus.FAILED, error=error)
+        driver.record(trial_id, TrialStatus.FAILED, error=_error_text(trial))
 
 
 class CancelStopper(tune.Stopper):
@@ -317,7 +318,7 @@ def run(
                      logging_level=logging.WARNING,
                      runtime_env=_runtime_env() if address else None)
         total_steps = {t.trial_id: int(t.train_config.get("steps", 1000)) for t in todo}
-        _DRIVERS[spec.name] = Driver(sink, progress, total_steps, cancel)
+        driver = _DRIVERS[spec.name] = Driver(sink, progress, total_steps, cancel)
         trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
         groups = _groups(todo, by_budget=spec.scheduler.type == "asha")
         if live is not None:
@@ -328,7 +329,7 @@ def run(
                     _fit(spec, group, trainable, root)
         finally:
             _DRIVERS.pop(spec.name, None)
-            _requeue_interrupted(progress, sink)
+            _requeue_interrupted(driver)
             undelivered = not sink.close()
     else:
         undelivered = not sink.close()
@@ -341,14 +342,13 @@ def run(
     return RunResult(counts, False, sweep_status=sweep_status)
 
 
-def _requeue_interrupted(progress: SweepProgress, sink: ResultSink) -> None:
+def _requeue_interrupted(driver: Driver) -> None:
     """Make the trials the stopped driver still counts as running pending again, so `resume` runs them.
 
     Tune ends the trials of a cancelled (or interrupted) run without telling the callbacks.
     """
-    for trial_id in progress.running():
-        sink.put(status_record(trial_id, TrialStatus.PENDING))
-        progress.set_status(trial_id, TrialStatus.PENDING)
+    for trial_id in driver.progress.running():
+        driver.record(trial_id, TrialStatus.PENDING)
 
 
 def _groups(trials: list[TrialPlan], by_budget: bool) -> list[list[TrialPlan]]:
