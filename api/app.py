@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from api import dashboard
+from api.deps import HeavyReads
 from api.errors import install_error_handlers
 from api.frames import SweepFrames
 from api.routers import analysis, export, feed, health, ingest, sweeps, trials
@@ -51,6 +52,7 @@ def create_app(store: ResultsStore | None = None, settings: ApiSettings | None =
     app.state.store = active_store
     app.state.settings = settings
     app.state.frames = SweepFrames(active_store)
+    app.state.heavy_reads = HeavyReads(settings.heavy_reads, settings.heavy_read_wait_s)
     install_error_handlers(app)
     for router in (sweeps.router, analysis.router, export.router, trials.router, feed.router, ingest.router,
                    health.router):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -10,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.frames import SweepFrames
 from api.routers.common import SweepName
 from api.settings import ApiSettings
-from resultsdb import ResultsStore, SweepInfo
+from resultsdb import DatabaseUnavailable, ResultsStore, SweepInfo
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -30,8 +33,30 @@ def get_frames(request: Request) -> SweepFrames:
     return request.app.state.frames
 
 
+class HeavyReads:
+    """A bulkhead: at most `slots` expensive reads hold database connections at once (see ApiSettings.heavy_reads)."""
+
+    def __init__(self, slots: int, wait_s: float) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self._wait_s = wait_s
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self._wait_s):
+            raise DatabaseUnavailable(f"no heavy-read slot free within {self._wait_s:g} s")
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def get_heavy_reads(request: Request) -> HeavyReads:
+    return request.app.state.heavy_reads
+
+
 Store = Annotated[ResultsStore, Depends(get_store)]
 Frames = Annotated[SweepFrames, Depends(get_frames)]
+HeavyReadsDep = Annotated[HeavyReads, Depends(get_heavy_reads)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 

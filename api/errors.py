@@ -16,6 +16,8 @@ from analysis import FitError
 from resultsdb import ConflictError, DatabaseUnavailable, InvalidQuery, NotFound
 
 logger = logging.getLogger(__name__)
+# What a 503 for a passing condition (database down or busy) tells clients and load balancers.
+RETRY_AFTER = {"Retry-After": "5"}
 
 
 class ErrorDetail(BaseModel):
@@ -75,7 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def database_unavailable(_request: Request, error: DatabaseUnavailable) -> JSONResponse:
         # The cause names the database's URL and driver: for the server's log, not for any caller.
         logger.warning("answered 503: %s", error)
-        return _error(503, "the database is unavailable or busy; try again shortly", headers={"Retry-After": "5"})
+        return _error(503, "the database is unavailable or busy; try again shortly", headers=RETRY_AFTER)
 
     # Last line of defence: a value the schemas let through but the database refuses (e.g. out of its range).
     @app.exception_handler(exc.DataError)

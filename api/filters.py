@@ -17,6 +17,8 @@ SWEEP_METRIC_ALIAS = "metric"
 # Per request: each metric field is one more column of the pivot over the summaries that the query reads.
 MAX_METRIC_FILTERS = 20
 MAX_METRIC_FIELDS = 50
+# A query reading more distinct metric fields than this waits for a heavy-read slot (ApiSettings.heavy_reads).
+HEAVY_METRIC_FIELDS = 8
 FILTER_SYNTAX = f"""
 **Filters**: one query parameter per field; each value is one of
 
@@ -47,6 +49,11 @@ def is_metric_field(field: str) -> bool:
 
 def is_filter_field(field: str) -> bool:
     return field in ALLOCATION_COLUMNS or field == "status" or is_metric_field(field)
+
+
+def is_heavy(fields: Iterable[str]) -> bool:
+    """Whether a query over `fields` (its columns, filters and sort together) reads many metric fields."""
+    return len({field for field in fields if is_metric_field(field)}) > HEAVY_METRIC_FIELDS
 
 
 def check_metric_fields(fields: Iterable[str]) -> None:

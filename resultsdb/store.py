@@ -11,7 +11,8 @@ Reads live in resultsdb.queries, batched result writes in resultsdb.writes.
     store = ResultsStore("postgresql+psycopg://user@host/db")   # or an Engine
     store = ResultsStore(url, read_timeout_s=10)   # Postgres cancels a read running longer: DatabaseUnavailable
 
-A pool whose connections all stay busy raises DatabaseUnavailable too; pool_exhausted() says whether it is so now.
+A pool whose connections all stay busy raises DatabaseUnavailable too; pool_exhausted(for_s) says whether it is so
+now (and stays so for for_s seconds).
 
 Sweeps
     create_sweep(name, *, task, metric, mode, spec_text, metric_modes=None, code_version=None) -> SweepInfo
@@ -83,6 +84,7 @@ import hashlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -130,6 +132,7 @@ MAX_POINTS_PER_TRANSACTION = 5_000
 MAX_IDS_PER_STATEMENT = 1_000
 # A lease whose heartbeat is older than this is free: its driver died on another host (drivers beat every 5 s).
 LEASE_EXPIRY_S = 30.0
+POOL_POLL_S = 0.05
 
 Result = TypeVar("Result")
 Member = TypeVar("Member", bound=enum.StrEnum)
@@ -155,9 +158,15 @@ class ResultsStore:
     def __exit__(self, *_exc_info: object) -> None:
         self.close()
 
-    def pool_exhausted(self) -> bool:
-        """Whether every connection of the store's pool is in use: the next read or write waits for one."""
-        return pool_exhausted(self.engine)
+    def pool_exhausted(self, for_s: float = 0.0) -> bool:
+        """Whether every connection of the store's pool is in use, and stays so for `for_s` seconds: the next read
+        or write waits for one (a pool that is full for an instant under load frees a connection within ms)."""
+        deadline = time.monotonic() + for_s
+        while pool_exhausted(self.engine):
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(POOL_POLL_S)
+        return False
 
     def _read(self, work: Callable[..., Result], *args: Any) -> Result:
         with connect(self.engine, statement_timeout_s=self.read_timeout_s) as connection:

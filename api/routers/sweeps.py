@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.deps import Frames, Store, SweepDep, require_reader
+from api.deps import Frames, HeavyReadsDep, Store, SweepDep, require_reader
 from api.errors import ERROR_RESPONSES
 from api.filters import (
     FILTER_SYNTAX,
+    HEAVY_METRIC_FIELDS,
     MAX_METRIC_FIELDS,
     check_metric_fields,
     documented_filter_parameters,
+    is_heavy,
     parse_filters,
     resolve_field,
 )
@@ -70,7 +73,9 @@ device, created_at, started_at, ended_at, status_at, config), with at most {MAX_
 columns.
 
 **Time**: a query that runs past the server's statement timeout (Postgres; {ApiSettings.read_timeout_s:g} s by default)
-is answered 503.
+is answered 503. A query reading more than {HEAVY_METRIC_FIELDS} metric fields (columns, filters and sort together)
+runs when one of the server's {ApiSettings.heavy_reads} heavy-read slots is free, and is answered 503 with
+Retry-After after {ApiSettings.heavy_read_wait_s:g} s without one: the other requests keep their connections.
 """,
     openapi_extra={"parameters": documented_filter_parameters()},
 )
@@ -78,6 +83,7 @@ def list_trials(
     sweep: SweepDep,
     request: Request,
     store: Store,
+    heavy_reads: HeavyReadsDep,
     sort: Annotated[str, Query(max_length=200, description="Field to sort by; prefix - for descending")] = "id",
     fields: Annotated[str | None, Query(max_length=2000, description="Comma-separated columns to return")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size")] = 100,
@@ -91,12 +97,14 @@ def list_trials(
             raise InvalidQuery("fields: name at least one column")
         check_metric_fields(field_list)
     sort_field = resolve_field(sort.removeprefix("-"), sweep.metric)
-    page = store.query_trials(
-        sweep.name,
-        where=where,
-        sort=("-" if sort.startswith("-") else "") + sort_field,
-        fields=field_list,
-        limit=limit,
-        cursor=cursor,
-    )
+    heavy = is_heavy([*where, *(field_list or []), sort_field])
+    with heavy_reads.slot() if heavy else nullcontext():
+        page = store.query_trials(
+            sweep.name,
+            where=where,
+            sort=("-" if sort.startswith("-") else "") + sort_field,
+            fields=field_list,
+            limit=limit,
+            cursor=cursor,
+        )
     return TrialPageOut(sweep=sweep.name, fields=page.fields, rows=page.rows, next_cursor=page.next_cursor)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import uvicorn
-from apitesting import API, sse_events
+from apitesting import API, live_server, sse_events
 from sqlalchemy import Engine
 from sqlalchemy import event as sqlalchemy_event
 from store_helpers import add_finished, allocation, create_sweep
@@ -63,24 +61,9 @@ def test_feed_refuses_unknown_sweep_and_bad_last_event_id(client, store):
 
 @pytest.fixture
 def live_api(store) -> Iterator[tuple[str, uvicorn.Server]]:
-    """The app under a real uvicorn server on 127.0.0.1 (a thread of this process): streams arrive as sent."""
     url = store.engine.url.render_as_string(hide_password=False)
-    app = create_app(store, ApiSettings(database_url=url, feed_poll_s=0.02, feed_keep_alive_s=0.1))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}{API}", server
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with live_server(create_app(store, ApiSettings(database_url=url, feed_poll_s=0.02, feed_keep_alive_s=0.1))) as live:
+        yield live
 
 
 def messages_of(lines: Iterator[str], count: int) -> tuple[list[dict], list[str]]:

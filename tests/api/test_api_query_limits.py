@@ -6,9 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
+import time
 
+import httpx
 import pytest
-from apitesting import API, make_client
+from apitesting import API, live_server, make_client
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy import event as sqlalchemy_event
@@ -77,6 +80,99 @@ def test_limits_at_their_maximum_answer_on_a_2000_trial_postgres_sweep_with_one_
     assert trial_query.count("FROM trial_summary") == 1 and trial_query.count("JOIN") == 1  # not one per metric
 
 
+def test_eight_heavy_reads_at_once_leave_other_requests_answering(postgres_url):
+    """Eight clients loop on reads at the limits (20 filters, 50 fields, sorted by a metric) against a real server;
+    meanwhile light requests keep getting answers, and no request gets a 500 or hangs."""
+    upgrade_schema(postgres_url)
+    metrics = METRICS[:9]
+    fields = [f"{metric}.{stat}" for metric in metrics for stat in STATS][:50]
+    heavy_query = "&".join(f"{field}=-1..1e4" for field in fields[:20]) + f"&fields=id,{','.join(fields)}"
+    heavy_query += "&sort=-m1.best&limit=1000"
+    with ResultsStore(postgres_url) as store:
+        seed_metrics(store, 1000, metrics)
+        url = store.engine.url.render_as_string(hide_password=False)
+        lock = threading.Lock()
+        in_flight = [0]
+        heavy_answers: list[httpx.Response] = []
+        light_answers: list[tuple[httpx.Response, bool]] = []
+
+        def heavy_client(base: str) -> None:
+            with httpx.Client(timeout=60) as session:
+                for _ in range(4):
+                    with lock:
+                        in_flight[0] += 1
+                    answer = session.get(f"{base}/sweeps/pareto/trials?{heavy_query}")
+                    with lock:
+                        in_flight[0] -= 1
+                        heavy_answers.append(answer)
+
+        with live_server(create_app(store, ApiSettings(database_url=url))) as (base, _):
+            clients = [threading.Thread(target=heavy_client, args=(base,)) for _ in range(8)]
+            for thread in clients:
+                thread.start()
+            with httpx.Client(timeout=60) as session:
+                while any(thread.is_alive() for thread in clients):
+                    for path in ("/healthz", "/sweeps", "/sweeps/pareto/trials?limit=5"):
+                        with lock:
+                            busy_before = in_flight[0] > 0
+                        answer = session.get(f"{base}{path}")
+                        with lock:
+                            light_answers.append((answer, busy_before and in_flight[0] > 0))
+            for thread in clients:
+                thread.join()
+
+    def answered(response: httpx.Response) -> bool:
+        return response.status_code == 200 or (response.status_code == 503 and "Retry-After" in response.headers)
+
+    assert len(heavy_answers) == 32 and all(answered(response) for response in heavy_answers)
+    assert sum(response.status_code == 200 for response in heavy_answers) >= 8
+    assert [(r.status_code, r.text) for r, _ in light_answers if not answered(r)] == []
+    assert any(response.status_code == 200 and during_load for response, during_load in light_answers)
+
+
+def test_heavy_reads_beyond_their_slots_wait_then_get_503_while_light_reads_keep_their_connections(postgres_url):
+    upgrade_schema(postgres_url)
+    metrics = METRICS[:3]
+    heavy = f"fields=id,{','.join(f'{metric}.{stat}' for metric in metrics for stat in STATS)}"  # 18 metric fields
+    with ResultsStore(postgres_url) as store:
+        seed_metrics(store, 3, metrics)
+        url = store.engine.url.render_as_string(hide_password=False)
+        # A statement timeout longer than the client's wait: without the slots the second heavy read would hang.
+        settings = ApiSettings(database_url=url, heavy_reads=1, heavy_read_wait_s=0.5, read_timeout_s=120)
+        blocker = create_engine(postgres_url)
+        first: list[httpx.Response] = []
+        try:
+            with live_server(create_app(store, settings)) as (base, _), blocker.connect() as holder:
+                holder.execute(text("LOCK TABLE trial_summary IN ACCESS EXCLUSIVE MODE"))
+                stuck = threading.Thread(target=lambda: first.append(httpx.get(f"{base}/sweeps/pareto/trials?{heavy}",
+                                                                               timeout=60)))
+                stuck.start()
+                deadline = time.monotonic() + 30
+                while "trial_summary" not in waiting_queries(blocker) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert "trial_summary" in waiting_queries(blocker), "the first heavy read never reached the lock"
+                second = httpx.get(f"{base}/sweeps/pareto/trials?{heavy}", timeout=20)
+                light = httpx.get(f"{base}/sweeps/pareto/trials?limit=5", timeout=60)
+                few_metrics = httpx.get(f"{base}/sweeps/pareto/trials?limit=5&sort=d_m", timeout=60)
+                holder.rollback()
+                stuck.join(timeout=60)
+        finally:
+            blocker.dispose()
+    assert second.status_code == 503 and second.headers["Retry-After"]
+    assert light.status_code == 200 and few_metrics.status_code == 200
+    assert first[0].status_code == 200 and len(first[0].json()["rows"]) == 3
+
+
+def waiting_queries(engine: Engine) -> str:
+    """The text of the queries that sessions of this database are running while waiting on a lock (read in a
+    transaction of its own: a transaction sees one snapshot of pg_stat_activity)."""
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ))
+        return "\n".join(row.query for row in rows)
+
+
 def test_a_read_past_the_statement_timeout_is_answered_503(postgres_url, caplog):
     upgrade_schema(postgres_url)
     with ResultsStore(postgres_url) as store:
@@ -107,6 +203,7 @@ def test_an_exhausted_connection_pool_is_answered_503_and_healthz_says_so(migrat
                 assert answer.status_code == 503 and answer.headers["Retry-After"]
                 health = client.get(f"{API}/healthz")
                 assert health.status_code == 503 and "connection" in health.json()["detail"]
+                assert health.headers["Retry-After"]
             assert client.get(f"{API}/sweeps/pareto/trials").status_code == 200
             assert client.get(f"{API}/healthz").status_code == 200
     engine.dispose()
