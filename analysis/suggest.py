@@ -26,6 +26,15 @@ def centred_grid(centre: float, n_values: int, spread: float) -> list[int]:
     return sorted({max(1, int(v)) for v in values})
 
 
+def next_budget(trials: pd.DataFrame, budget: float | None = None, budget_factor: float = 3.0) -> float:
+    """`budget`, or by default the largest budget of the trials times `budget_factor`, in whole parameters."""
+    if trials.empty or "budget" not in trials.columns or trials["budget"].isna().all():
+        raise FitError("suggest needs finished trials with a 'budget' column")
+    if budget_factor <= 1 and budget is None:
+        raise FitError(f"budget_factor must be > 1 to grow the budget, got {budget_factor}")
+    return float(round(budget if budget is not None else trials["budget"].max() * budget_factor))
+
+
 def suggest_next_sweep(
     trials: pd.DataFrame,
     base_spec: dict,
@@ -37,28 +46,25 @@ def suggest_next_sweep(
     spread: float = 2.0,
     seeds: list[int] | None = None,
     name: str | None = None,
+    centre: float | None = None,
 ) -> dict:
     """Sweep spec dict for the next sweep; task, seeds, training and allocation.fixed come from base_spec.
 
-    The budget defaults to the largest finished budget times `budget_factor`; the d_m grid spans
-    optimum/spread .. optimum·spread around the d_m*(P) law's prediction there.
+    The budget defaults to next_budget(trials, budget, budget_factor); the d_m grid spans centre/spread ..
+    centre·spread around `centre`, by default the d_m*(P) law's prediction there (predicted_optimum).
     """
     check_mode(mode)
-    if trials.empty or "budget" not in trials.columns:
-        raise FitError("suggest needs finished trials with a 'budget' column")
     for key in ("name", "task"):
         if key not in base_spec:
             raise FitError(f"base spec lacks {key!r}")
-    if budget_factor <= 1 and budget is None:
-        raise FitError(f"budget_factor must be > 1 to grow the budget, got {budget_factor}")
-    next_budget = float(budget if budget is not None else trials["budget"].max() * budget_factor)
-    centre = predicted_optimum(trials, metric, mode, next_budget)
+    budget = next_budget(trials, budget, budget_factor)
+    centre = centre if centre is not None else predicted_optimum(trials, metric, mode, budget)
     base_allocation = base_spec.get("allocation", {})
     spec = copy.deepcopy(base_spec)  # task options, training, resources, scheduler carry over
     spec.update({
-        "name": name or f"{base_spec['name']}-next-{int(next_budget)}",
+        "name": name or f"{base_spec['name']}-next-{int(budget)}",
         "metric": {"name": metric, "mode": mode},
-        "budgets": [next_budget],
+        "budgets": [budget],
         "allocation": {"vary": {"d_m": centred_grid(centre, n_values, spread)},
                        "fixed": copy.deepcopy(base_allocation.get("fixed", {})), "skip_infeasible": True},
         "seeds": list(seeds if seeds is not None else base_spec.get("seeds", [0])),

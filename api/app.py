@@ -12,7 +12,7 @@ from api import dashboard
 from api.deps import HeavyReads
 from api.errors import install_error_handlers
 from api.frames import SweepFrames
-from api.routers import analysis, export, feed, health, ingest, sweeps, trials
+from api.routers import analysis, export, feed, health, ingest, predictions, sweeps, trials
 from api.security import SecurityHeaders
 from api.settings import ApiSettings
 from resultsdb import ResultsStore
@@ -21,7 +21,8 @@ API_PREFIX = "/api/v1"
 DESCRIPTION = """
 Results of elmscale sweeps: trials and their metrics, the frontier of metric against parameters (each budget's best
 on a fixed-budget sweep), each budget's optimum located between grid points with its interval, every law (frontier,
-allocation, surface, tradeoff model) with intervals and predictions, exports for pandas/pyarrow, and a live feed.
+allocation, surface, tradeoff model) with intervals and predictions, predictions recorded and scored against the
+trials that later ran at their budgets, exports for pandas/pyarrow, and a live feed.
 
 Reads are open unless the server runs with `ELMSCALE_API_READ_TOKEN_REQUIRED=1`; writes need a bearer token
 (`orchestrator token create NAME`). Errors answer `{"detail": "<what is wrong, naming the field or value>"}`.
@@ -55,7 +56,7 @@ def create_app(store: ResultsStore | None = None, settings: ApiSettings | None =
     app.state.heavy_reads = HeavyReads(settings.heavy_reads, settings.heavy_read_wait_s)
     install_error_handlers(app)
     for router in (sweeps.router, analysis.router, export.router, trials.router, feed.router, ingest.router,
-                   health.router):
+                   predictions.router, health.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(dashboard.router)
     app.add_middleware(SecurityHeaders)

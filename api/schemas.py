@@ -241,6 +241,86 @@ class LawsOut(BaseModel):
     refused: dict[str, str] = Field(description="Laws that cannot be fitted, with what the data lack")
 
 
+# Predictions
+
+
+class PredictionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    budget: PositiveBudget | None = Field(None, description="The budget to predict at; default: 3x the sweep's largest")
+    law: Literal["auto", "allocation", "surface", "tradeoff"] = Field(
+        "auto", description="allocation: N*/k_e*/d_m*(P) with the metric from the frontier law; auto: the first of "
+                            "allocation, surface, tradeoff that predicts the optimum"
+    )
+    n_bootstrap: int = Field(200, ge=20, le=1000, description="Bootstrap resamples for the intervals")
+
+
+class IntervalOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    value: float
+    ci_low: float = Field(description="95 % interval")
+    ci_high: float
+
+
+class PredictedOptimumOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    law: str = Field(description="The law that made it: allocation+frontier, surface or tradeoff")
+    d_m: IntervalOut
+    n_hidden: IntervalOut
+    k_e: IntervalOut
+    metric: IntervalOut
+
+
+class ObservedOptimumOut(BaseModel):
+    """The optimum located among the finished trials at the prediction's budget (analysis.optimum)."""
+
+    d_m: EstimateOut
+    n_hidden: float | None
+    k_e: float | None
+    metric: EstimateOut
+    method: Literal["parabola", "grid"]
+    edge: Literal["low", "high"] | None = Field(description="The best allocation is the grid's first or last")
+    best_d_m: float = Field(description="d_m of the best allocation (seeds averaged)")
+    best_metric: float
+    nearest_d_m: float = Field(description="d_m of the allocation nearest the predicted d_m")
+    nearest_metric: float
+    n_allocations: int
+    n_trials: int
+
+
+class PredictionScoreOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    scored_at: datetime
+    sweeps: list[str] = Field(description="The sweeps whose trials at the budget it was scored against")
+    observed: ObservedOptimumOut
+    d_m_inside: bool = Field(description="The observed optimum's d_m lies in the predicted interval")
+    metric_inside: bool
+    metric_error: float = Field(description="Predicted minus observed metric at the optimum")
+    regret: float = Field(description="How much worse the allocation nearest the predicted d_m is than the best (>= 0)")
+
+
+class PredictionRecordOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    sweep: str = Field(description="The sweep whose trials below the budget it was fitted on")
+    task: str
+    experiment: dict[str, Any] = Field(description="What a sweep of the task shares with it to score it")
+    metric: str
+    mode: MetricMode
+    budget: int
+    n_bootstrap: int
+    predicted: PredictedOptimumOut
+    snapshot_hash: str = Field(description="sha256 of the trials it was fitted on (ids, allocations, values)")
+    snapshot_trials: int
+    snapshot_budgets: list[int]
+    score: PredictionScoreOut | None = Field(description="Null until the trials at its budget have finished")
+
+
 # Feed
 
 

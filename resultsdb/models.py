@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Double,
     Enum,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -235,6 +237,49 @@ class SweepLease(Base):
     pid: Mapped[int] = mapped_column(Integer)
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Prediction(Base):
+    """The optimum a law predicted at a budget from a sweep's trials below it, and once trials at that budget have
+    finished in a sweep of the same experiment, its score (see resultsdb.predictions)."""
+
+    __tablename__ = "prediction"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweep.id", ondelete="CASCADE"))
+    metric: Mapped[str] = mapped_column(String(100))
+    budget: Mapped[int] = mapped_column(BigInteger)
+    law: Mapped[str] = mapped_column(String(32))
+    n_bootstrap: Mapped[int] = mapped_column(Integer)
+    # The prediction: each value with its 95 % interval.
+    d_m: Mapped[float] = mapped_column(Double)
+    d_m_low: Mapped[float] = mapped_column(Double)
+    d_m_high: Mapped[float] = mapped_column(Double)
+    n_hidden: Mapped[float] = mapped_column(Double)
+    n_hidden_low: Mapped[float] = mapped_column(Double)
+    n_hidden_high: Mapped[float] = mapped_column(Double)
+    k_e: Mapped[float] = mapped_column(Double)
+    k_e_low: Mapped[float] = mapped_column(Double)
+    k_e_high: Mapped[float] = mapped_column(Double)
+    metric_value: Mapped[float] = mapped_column(Double)
+    metric_low: Mapped[float] = mapped_column(Double)
+    metric_high: Mapped[float] = mapped_column(Double)
+    # The data it was fitted on: a hash of its trials (ids, allocations, values), their count and budgets.
+    snapshot_hash: Mapped[str] = mapped_column(String(64))
+    snapshot_trials: Mapped[int] = mapped_column(Integer)
+    snapshot_budgets: Mapped[list[int]] = mapped_column(JSON)
+    # The score, NULL until the trials at the budget have finished; observed_hash names the trials scored against.
+    scored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    observed_hash: Mapped[str | None] = mapped_column(String(64))
+    observed: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    d_m_inside: Mapped[bool | None] = mapped_column(Boolean)
+    metric_inside: Mapped[bool | None] = mapped_column(Boolean)
+    metric_error: Mapped[float | None] = mapped_column(Double)
+    regret: Mapped[float | None] = mapped_column(Double)
+
+    # The same prediction made again from the same data is this row, not a second one.
+    __table_args__ = (UniqueConstraint("sweep_id", "metric", "budget", "law", "n_bootstrap", "snapshot_hash"),)
 
 
 class ApiToken(Base):

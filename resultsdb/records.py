@@ -142,3 +142,60 @@ class TokenInfo:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A value with its 95 % interval; an end is ±inf where the interval is open."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class PredictedOptimum:
+    """What a law predicted at a budget: the optimal allocation and the metric there."""
+
+    law: str
+    d_m: Interval
+    n_hidden: Interval
+    k_e: Interval
+    metric: Interval
+
+
+@dataclass(frozen=True)
+class PredictionScore:
+    """How a prediction fared against the finished trials at its budget (see ResultsStore.score_predictions)."""
+
+    scored_at: datetime
+    observed_hash: str  # of the (trial id, value) pairs scored against
+    sweeps: list[str]  # the sweeps whose trials at the budget it was scored against
+    observed: dict[str, Any]  # the observed optimum there, as the scorer described it
+    d_m_inside: bool
+    metric_inside: bool
+    metric_error: float  # predicted minus observed metric
+    regret: float  # how much worse the observed allocation nearest the predicted d_m is than the best one (>= 0)
+
+
+@dataclass(frozen=True)
+class PredictionInfo:
+    """A recorded prediction: made from `sweep`'s trials at budgets below `budget`, and its score once there is one.
+
+    `experiment` is what a sweep must share with `sweep` (besides its task) for its trials to score the prediction.
+    """
+
+    id: int
+    created_at: datetime
+    sweep: str
+    task: str
+    experiment: dict[str, Any]
+    metric: str
+    mode: MetricMode
+    budget: int
+    n_bootstrap: int
+    predicted: PredictedOptimum
+    snapshot_hash: str
+    snapshot_trials: int
+    snapshot_budgets: list[int]
+    score: PredictionScore | None

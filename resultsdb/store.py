@@ -64,14 +64,22 @@ Events (live feed)
     record_event(kind, payload=None, *, sweep=None, trial_id=None) -> int
     events_since(after_id=0, *, sweep=None, limit=1000) -> list[EventInfo]; ids grow in commit order.
     last_event_id(sweep=None) -> int (0 before the first event)
-        Appended automatically: sweep_created, sweep_<status>, trials_added, trial_<status>, trials_ingested, and per
-        write transaction and sweep one "results" event: {"trials": {trial_id: {"step", "values"}}}.
+        Appended automatically: sweep_created, sweep_<status>, trials_added, trial_<status>, trials_ingested,
+        prediction_recorded, and per write transaction and sweep one "results" event: {"trials": {trial_id: {"step",
+        "values"}}}.
 Driver leases (one driver per sweep)
     acquire_lease(sweep, *, force=False, host=None, pid=None, expiry_s=LEASE_EXPIRY_S) -> DriverLease
         For this process (or the host and pid given), atomically: SweepLeaseHeld (naming holder, host, pid, since)
         while another holder's heartbeat is younger than expiry_s seconds and, on this host, its process is alive.
     heartbeat_lease(lease) -> bool;  release_lease(lease) -> bool: False when the lease is no longer held by
         `lease` (taken over, released).
+Predictions (see resultsdb.predictions for what makes two sweeps one experiment)
+    create_prediction(sweep, prediction, *, metric=None) -> (PredictionInfo, created): what a law predicted from the
+        sweep's trials; the same prediction from the same data snapshot is the existing row (created False).
+    list_predictions(sweep=None) -> list[PredictionInfo]: oldest first; with `sweep`, those made from it or scored
+        against its trials.
+    score_predictions(scorer, sweep=None) -> list_predictions(sweep) after scoring every prediction (of `sweep`'s
+        experiment) whose budget has finished trials that changed since it was last scored.
 API tokens
     create_token(name) -> str (shown once; only its sha256 is stored);  verify_token(token) -> str | None
     (the token's name while not revoked);  revoke_token(name) -> bool;  list_tokens() -> list[TokenInfo]
@@ -91,7 +99,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Row, Select, bindparam, delete, insert, select, update
 
-from resultsdb import frames, queries, writes
+from resultsdb import frames, predictions, queries, writes
 from resultsdb.engine import connect, make_engine, pool_exhausted
 from resultsdb.errors import ConflictError, InvalidQuery, NotFound, OverwriteRefused, SweepLeaseHeld
 from resultsdb.ids import trial_id as make_trial_id
@@ -115,6 +123,7 @@ from resultsdb.records import (
     DriverLease,
     EventInfo,
     IngestedTrials,
+    PredictionInfo,
     SeriesPoint,
     SweepInfo,
     TokenInfo,
@@ -390,6 +399,57 @@ class ResultsStore:
     def release_lease(self, lease: DriverLease) -> bool:
         """Give the lease back; False when it was no longer held by `lease` (a takeover is left alone)."""
         return self._write(_changed_rows, delete(SweepLease).where(_held_by(lease))) > 0
+
+    # Predictions
+
+    def create_prediction(
+        self, sweep: str, prediction: Mapping[str, Any], *, metric: str | None = None
+    ) -> tuple[PredictionInfo, bool]:
+        """Record what a law predicted from the sweep's trials of `metric` (default: the sweep's); returns the
+        prediction and whether it is new.
+
+        `prediction` holds budget, law, n_bootstrap, d_m, n_hidden, k_e and metric (each {value, ci_low, ci_high},
+        finite), snapshot_hash, n_trials and budgets (those fitted on), as analysis.predictions.BudgetPrediction's
+        to_dict() gives them; ValueError names what is missing. The same prediction (sweep, metric, budget, law,
+        n_bootstrap) from the same snapshot is the row already recorded; a new one appends a "prediction_recorded"
+        event.
+        """
+        row = predictions.prediction_row(prediction)
+        return self._write(predictions.insert_without_commit, sweep, metric, row)
+
+    def list_predictions(self, sweep: str | None = None) -> list[PredictionInfo]:
+        """Every prediction, oldest first; with `sweep`, those made from it or scored against its trials."""
+        return self._read(predictions.prediction_infos, sweep)
+
+    def score_predictions(self, scorer: predictions.Scorer, sweep: str | None = None) -> list[PredictionInfo]:
+        """Score the predictions whose trials changed, then list_predictions(sweep).
+
+        A prediction is scored against the trials at its budget, succeeded and with its metric, of every sweep of
+        its task and experiment (its own sweep too: it was fitted on lower budgets only), once none of those sweeps
+        has a trial at that budget still to run. `scorer(mode, predicted d_m, predicted metric, trials)` gives the
+        score (d_m_inside, metric_inside, metric_error, regret and the JSON `observed`), or None when the trials
+        cannot score it (too few allocations). The score is recorded with a hash of the (trial id, value) pairs, so
+        scoring the same trials again changes nothing, and more trials replace it. With `sweep`, only the
+        predictions of its task and experiment are scored.
+
+        Scoring is lazy, done when predictions are listed (the CLI and the API list through this): a score is as
+        current as the trials whenever anyone looks, with no hook in the drivers and ingests that finish trials.
+        """
+        due = self._read(predictions.prediction_infos, None)
+        if sweep is not None:
+            info = self.find_sweep(sweep)
+            experiment = predictions.experiment_of(info.name, info.spec_text)
+            due = [p for p in due if p.task == info.task and p.experiment == experiment]
+        sweeps = self.list_sweeps()
+        metric_trials = predictions.MetricTrials(self.metric_frame)
+        for prediction in due:
+            seen = predictions.observation(prediction, sweeps, metric_trials)
+            if seen is None or (prediction.score is not None and prediction.score.observed_hash == seen.hash):
+                continue
+            score = scorer(prediction.mode, prediction.predicted.d_m, prediction.predicted.metric, seen.trials)
+            if score is not None:
+                self._write(predictions.score_without_commit, prediction.id, seen, score)
+        return self.list_predictions(sweep)
 
     # API tokens
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import yaml
+
+from analysis.synthetic import frontier_truth, synthetic_sweep
 from resultsdb import ResultsStore
 
 SWEEP = "pareto"
@@ -59,3 +62,49 @@ def seeded_budget_sweep(store: ResultsStore, name: str = "budgets") -> list[str]
         for seed, value in enumerate(values):
             results.append((allocation(budget=budget, d_m=d_m, params_total=params_total, seed=seed), value))
     return add_finished(store, name, results)
+
+
+# Sweeps of one experiment for recorded predictions: d_m sweeps drawn from analysis.synthetic's frontier truth.
+
+PREDICTION_BUDGETS = (10_000, 31_623, 100_000, 316_228, 1_000_000)
+PREDICTION_D_M = (2, 3, 4, 6, 8, 11, 16, 23, 32)
+EXPERIMENT = {"task_options": {"corpus_bytes": 40_000}, "fixed": {"d_tree": 10, "d_branch": 10},
+              "training": {"steps": 1000, "lr": 0.005}}
+
+
+def experiment_spec(name: str, **changes) -> str:
+    """The YAML spec of a d_m sweep with EXPERIMENT's settings (`changes` replace task_options, fixed, training)."""
+    settings = {**EXPERIMENT, **changes}
+    spec = {"name": name, "task": "enwik8", "task_options": settings["task_options"],
+            "metric": {"name": "bpc", "mode": "min"}, "budgets": list(PREDICTION_BUDGETS),
+            "allocation": {"vary": {"d_m": list(PREDICTION_D_M)}, "fixed": settings["fixed"]},
+            "seeds": [0, 1, 2], "training": settings["training"]}
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+def synthetic_trials(budgets=PREDICTION_BUDGETS, seeds: int = 3, rng_seed: int = 0, noise: float = 0.01):
+    """analysis.synthetic's frontier-truth sweep with whole d_m and N (d_m*(P) = 4·(P/1e4)^0.3)."""
+    return synthetic_sweep(frontier_truth, noise=noise, seeds=seeds, rng_seed=rng_seed, budgets=budgets,
+                           d_m_values=PREDICTION_D_M, whole_neurons=True)
+
+
+def synthetic_rows(trials) -> list[dict]:
+    """The synthetic trials as planned trials (add_trials), each with its bpc under "final" (ingest_trials)."""
+    rows = []
+    for trial in trials.itertuples():
+        d_m = int(trial.d_m)
+        planned = allocation(budget=int(trial.budget), params_total=int(trial.params_total), d_m=d_m,
+                             seed=int(trial.seed), n_hidden=int(trial.n_hidden), d_mlp=2 * d_m, k_e=int(trial.k_e),
+                             k_c=100)
+        rows.append({**planned, "final": {"bpc": float(trial.metric)}})
+    return rows
+
+
+def ingest_synthetic(store: ResultsStore, name: str, trials, *, task: str = "enwik8", spec_text: str | None = None
+                     ) -> list[str]:
+    """The sweep `name` (created with the spec, default experiment_spec(name)) with the synthetic trials completed;
+    returns their ids."""
+    if store.get_sweep(name) is None:
+        store.create_sweep(name, task=task, metric="bpc", mode="min", spec_text=spec_text or experiment_spec(name))
+    rows = [{**row, "status": "completed"} for row in synthetic_rows(trials)]
+    return store.ingest_trials(name, rows, writer="tests").trial_ids

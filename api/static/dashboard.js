@@ -8,7 +8,7 @@ const TABLE_ROWS = 200;
 const LAW_BOOTSTRAP = 50; // resamples of the laws' and located optima's intervals: a few keep live refreshes cheap
 const STATUSES = ["pending", "running", "completed", "failed", "stopped_early"];
 const FEED_KINDS = [
-  "results", "trials_added", "trials_ingested", "sweep_created",
+  "results", "trials_added", "trials_ingested", "sweep_created", "prediction_recorded",
   ...["pending", "running", "completed", "failed", "stopped"].map((s) => `sweep_${s}`),
   ...STATUSES.map((s) => `trial_${s}`),
 ];
@@ -180,7 +180,7 @@ const ACROSS_AXES = [["d_m", "d_m* (memory units per neuron)"], ["n_hidden", "N*
 const ACROSS_NAMES = { d_m: "d_m*", n_hidden: "N*" };
 // At a fixed budget, d_m and k_e grow together while N shrinks: which way an edge of the d_m grid opens on another axis.
 const GROWS_WITH = { d_m: { d_m: 1, k_e: 1, n_hidden: -1 }, k_e: { d_m: 1, k_e: 1, n_hidden: -1 }, n_hidden: { d_m: -1, k_e: -1, n_hidden: 1 } };
-const INK = "#1d2733", GREY = "#9aa7b5";
+const INK = "#1d2733", GREY = "#9aa7b5", PREDICTED = "#6a3d9a";
 
 function budgetColors(budgets) {
   const sorted = [...new Set(budgets.map(Number))].sort((a, b) => a - b);
@@ -374,16 +374,23 @@ function tradeoffChart(sweep, trials, optimum, laws, axis, colorOf) {
   return chartBox(plot.root, Plot.legend(legend), ...caption);
 }
 
-function acrossBudgetsChart(optimum, law, refused, column, label, colorOf) {
+// The observed optimum's `column` at a scored prediction's budget (null until it is scored).
+const observedValue = (prediction, column) => {
+  const observed = prediction.score?.observed;
+  return observed ? (column === "d_m" ? observed.d_m.value : observed[column]) : null;
+};
+
+function acrossBudgetsChart(optimum, law, refused, column, label, colorOf, predictions) {
   const located = optimum.budgets.filter((b) => b.located?.[column]?.value > 0);
   const curve = law?.curves.find((c) => c.y === column);
-  if (!located.length && !curve) return h("p", { class: "muted" }, "No optimum located yet.");
+  if (!located.length && !curve && !predictions.length) return h("p", { class: "muted" }, "No optimum located yet.");
   const lows = located.map((b) => b.located[column].ci_low), highs = located.map((b) => b.located[column].ci_high);
   const curveXs = curve ? curve.points.map((p) => p[0]) : [], curveYs = curve ? curve.points.flatMap((p) => [p[1], p[2], p[3]]) : [];
+  const predictedYs = predictions.flatMap((p) => [p.predicted[column].ci_low, p.predicted[column].ci_high, observedValue(p, column)]);
   const plot = Plot.chart({
     width: 560, height: 320, className: `across-chart across-${column.replace("_", "-")}`,
-    x: { values: [...located.map((b) => b.budget), ...curveXs], log: true, label: "budget P, log scale" },
-    y: { values: [...located.map((b) => b.located[column].value), ...lows, ...highs, ...curveYs], log: true, label: `${label}, log scale` },
+    x: { values: [...located.map((b) => b.budget), ...curveXs, ...predictions.map((p) => p.budget)], log: true, label: "budget P, log scale" },
+    y: { values: [...located.map((b) => b.located[column].value), ...lows, ...highs, ...curveYs, ...predictedYs], log: true, label: `${label}, log scale` },
   });
   const legend = [];
   if (curve) {
@@ -413,16 +420,45 @@ function acrossBudgetsChart(optimum, law, refused, column, label, colorOf) {
   legend.push({ label: "located optimum, 95 % interval", color: INK, shape: "point" });
   if (located.some((b) => b.located.edge)) legend.push({ label: "at the grid's edge (left out of the law)", color: INK, shape: "ring" });
   legend.push({ label: "best grid allocation", color: GREY, shape: "square" });
+  legend.push(...drawPredictions(plot, predictions, column));
   const caption = !law && refused ? h("p", { class: "muted refusal", "data-law": "allocation" }, `Allocation law not fitted: ${refused}`) : null;
   return chartBox(plot.root, Plot.legend(legend), caption);
 }
 
-function acrossBudgets(optimum, laws, colorOf) {
+// Recorded predictions: the predicted interval as a band at its budget, the optimum observed there (once scored) as a
+// point, filled where it fell inside. Returns their legend entries.
+function drawPredictions(plot, predictions, column) {
+  for (const p of predictions) {
+    const { value, ci_low: low, ci_high: high } = p.predicted[column];
+    const x = plot.x(p.budget), top = plot.y(high), bottom = plot.y(low);
+    const title = `prediction ${p.id} (${p.predicted.law} law, from ${p.sweep}) at budget ${fmtInt(p.budget)}: `
+      + `${ACROSS_NAMES[column]} ${estimateText({ value, ci_low: low, ci_high: high }, 3)}`;
+    plot.layer.append(Plot.svg("rect", {
+      class: "prediction-band", x: x - 7, y: top, width: 14, height: Math.max(bottom - top, 1),
+      "data-prediction": p.id, "data-budget": p.budget, "data-low": low, "data-high": high,
+    }, Plot.svg("title", {}, title)));
+    plot.layer.append(Plot.svg("line", { class: "prediction-value", x1: x - 7, x2: x + 7, y1: plot.y(value), y2: plot.y(value) }));
+    const observed = observedValue(p, column);
+    if (observed === null || !(observed > 0)) continue;
+    const inside = low <= observed && observed <= high;
+    plot.layer.append(Plot.svg("circle", {
+      class: `prediction-observed${inside ? " inside" : ""}`, r: 4.5, cx: x, cy: plot.y(observed),
+      "data-prediction": p.id, "data-budget": p.budget, "data-value": observed, "data-inside": inside,
+    }, Plot.svg("title", {}, `observed optimum at budget ${fmtInt(p.budget)} (${p.score.sweeps.join(", ")}): `
+      + `${ACROSS_NAMES[column]} ${Plot.formatPrecise(observed, 3)}, ${inside ? "inside" : "outside"} the predicted interval`)));
+  }
+  if (!predictions.length) return [];
+  const entries = [{ label: "recorded prediction at a new budget, 95 %", color: PREDICTED, shape: "band" }];
+  if (predictions.some((p) => p.score)) entries.push({ label: "optimum observed there (filled: inside)", color: PREDICTED, shape: "point" });
+  return entries;
+}
+
+function acrossBudgets(optimum, laws, colorOf, predictions) {
   const law = (laws?.laws ?? []).find((l) => l.law === "allocation");
   const refused = laws?.refused?.allocation ?? null;
   return h("div", { class: "pair" }, ACROSS_AXES.map(([column, label], i) =>
     h("div", { class: "across", "data-column": column }, h("h3", {}, label),
-      acrossBudgetsChart(optimum, law, i === 0 ? refused : null, column, label, colorOf))));
+      acrossBudgetsChart(optimum, law, i === 0 ? refused : null, column, label, colorOf, predictions))));
 }
 
 function lawBlock(law) {
@@ -676,12 +712,12 @@ function sweepPage(name) {
   }
 
   function draw() {
-    const { trials, frontier, optimum, laws } = lastCharts;
+    const { trials, frontier, optimum, laws, predictions } = lastCharts;
     const frontierLaw = (laws?.laws ?? []).find((l) => l.law === "frontier");
     parts.frontier.replaceChildren(frontierChart(sweep, trials, frontier, optimum, frontierLaw));
     parts.law.replaceChildren(frontierLawText(laws, frontierLaw));
     drawTradeoff();
-    parts.across.replaceChildren(acrossBudgets(optimum, laws, colorOf()));
+    parts.across.replaceChildren(acrossBudgets(optimum, laws, colorOf(), predictions));
     parts.laws.replaceChildren(lawsPanel(laws));
   }
 
@@ -710,13 +746,14 @@ function sweepPage(name) {
       sweep = await getJSON(sweepPath(name));
       if (first) tableCard.append(filterForm(sweep, (f) => { filters = f; refreshTable(); }), parts.tableNote, parts.table);
       const laws = fetchLaws();
-      const [trials, frontier, optimum] = await Promise.all([
+      const [trials, frontier, optimum, predictions] = await Promise.all([
         allTrials(name, { fields: CHART_FIELDS.join(",") }),
         getJSON(`${sweepPath(name)}/frontier`),
         getJSON(`${sweepPath(name)}/optimum` + query({ n_bootstrap: LAW_BOOTSTRAP })),
+        getJSON("/predictions" + query({ sweep: name })),
         refreshTable(),
       ]);
-      lastCharts = { trials, frontier, optimum, laws: lastCharts?.laws ?? null };
+      lastCharts = { trials, frontier, optimum, predictions, laws: lastCharts?.laws ?? null };
       parts.facts.replaceChildren(sweepFacts(sweep));
       draw();
       const curvesDrawn = curves.refresh(sweep, trials);

@@ -1,9 +1,9 @@
-"""Commands that analyse a sweep's results: the frontier, the laws, the next sweep, plots."""
+"""Commands that analyse a sweep's results: the frontier, the laws, the next sweep (and its recorded prediction),
+plots."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +11,14 @@ import typer
 import yaml
 from rich.table import Table
 
-from analysis import FitError, locate_optima, per_budget_optimum, suggest_next_sweep
+from analysis import FitError, locate_optima, next_budget, per_budget_optimum, predict_optimum, suggest_next_sweep
 from analysis.laws import LAWS, fit_laws
+from analysis.predictions import PREDICTING_LAWS
 from resultsdb import CONFIG_COLUMNS, METRIC_COLUMN, MetricMode, ResultsStore
 
 from ..spec import parse_spec
-from .common import DbOption, UserError, console, errors, open_store, spec_of, user_errors
+from .common import DbOption, UserError, console, errors, interval_text, open_store, spec_of, user_errors
+from .predictions import print_recorded
 
 app = typer.Typer()  # its commands join the main app (orchestrator.cli)
 
@@ -58,20 +60,12 @@ def print_frontier(store: ResultsStore, name: str, metric: str | None = None) ->
             f"{row.budget:.3g}", str(int(row.n_hidden)), str(int(row.d_m)), f"{int(row.k_e):,}", f"{int(row.k_c):,}",
             f"{int(row.params_total):,}", f"{getattr(row, METRIC_COLUMN):.4f}", str(int(row.n_seeds)),
             "" if runner != runner else f"d_m {int(row.runner_up_d_m)}: {runner:.4f}",
-            *((_interval(optimum.d_m, ".3g"), _interval(optimum.metric, ".4f")) if optimum.interior
+            *((interval_text(optimum.d_m, ".3g"), interval_text(optimum.metric, ".4f")) if optimum.interior
               else (f"{optimum.grid_best:g} (edge)", f"{optimum.grid_best_metric:.4f}")),
         )
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)
-
-
-def _interval(estimate, spec: str) -> str:
-    """'value [low, high]'; an open or unknown side shows as '?' (an optimum at the grid's edge)."""
-    if estimate is None:
-        return ""
-    ends = ["?" if not math.isfinite(end) else format(end, spec) for end in (estimate.ci_low, estimate.ci_high)]
-    return f"{format(estimate.value, spec)} [{ends[0]}, {ends[1]}]"
 
 
 @app.command()
@@ -146,15 +140,38 @@ def suggest(
     budget: Annotated[float | None, typer.Option(help="Budget of the next sweep (default: 3x the largest).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Spec file to write (default: NAME-next.yaml).")] = None,
     db: DbOption = None,
+    law: Annotated[str, typer.Option(help="Law that predicts the optimum: allocation (N*/k_e*/d_m*(P), the metric "
+                                          "from the frontier law), surface, tradeoff, or auto (the first of them "
+                                          "that can).")] = "auto",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the prediction's intervals.")] = 200,
 ) -> None:
-    """Write the next sweep spec: a larger budget, d_m grid centred on the predicted optimum."""
+    """Write the next sweep spec (a larger budget, d_m grid centred on the predicted optimum) and record the
+    prediction: d_m, N, k_e and the metric at that budget with 95% intervals, fitted on the trials below it.
+
+    `orchestrator predictions` scores it once trials at that budget finish, in the suggested sweep or any of the same
+    task and settings. Example: orchestrator suggest quickstart --budget 6e5
+    """
     with user_errors():
-        store = open_store(db)
+        if budget is not None and not budget > 0:
+            raise UserError(f"--budget must be a positive number of parameters, got {budget:g}")
+        if law != "auto" and law not in PREDICTING_LAWS:
+            raise UserError(f"--law must be one of {', '.join(PREDICTING_LAWS)} or auto, got {law!r}")
+        if bootstrap < 20:
+            raise UserError(f"--bootstrap must be at least 20, got {bootstrap}")
+        store = open_store(db, migrate=True)
         frame, metric, mode = store.metric_frame(name)
         base, _ = spec_of(store, name)
+        unpredicted = None
+        try:
+            prediction = predict_optimum(frame, METRIC_COLUMN, mode, next_budget(frame, budget), law,
+                                         config_columns=ALLOCATION, n_bootstrap=bootstrap)
+        except FitError as error:
+            prediction, unpredicted = None, str(error)
+        if prediction is None and law != "auto":
+            raise UserError(f"{name}: the {law} law cannot predict the optimum: {unpredicted}")
         try:
             next_spec = suggest_next_sweep(frame, base.model_dump(mode="json", exclude_defaults=True), METRIC_COLUMN,
-                                           mode, budget=budget)
+                                           mode, budget=budget, centre=prediction.d_m.value if prediction else None)
         except FitError as error:
             raise UserError(f"{name}: cannot suggest a next sweep: {error}") from None
         next_spec["metric"] = {"name": metric, "mode": mode.value}
@@ -162,7 +179,13 @@ def suggest(
         parse_spec(text, "suggested spec")
         target = out or Path(f"{name}-next.yaml")
         target.write_text(text)
-    console.print(f"wrote {target}: budget {next_spec['budgets'][0]:.3g}, d_m {next_spec['allocation']['vary']['d_m']}")
+        recorded = store.create_prediction(name, prediction.to_dict(), metric=metric) if prediction else None
+    console.print(f"wrote {target}: budget {next_spec['budgets'][0]:.3g}, "
+                  f"d_m {next_spec['allocation']['vary']['d_m']}")
+    if recorded is None:
+        console.print(f"no prediction recorded: {unpredicted}", highlight=False)
+    else:
+        print_recorded(*recorded)
 
 
 @app.command()

@@ -5,10 +5,11 @@ Every error a user can cause prints one line per problem and exits with status 2
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -78,6 +79,15 @@ def user_errors() -> Iterator[None]:
         fail(f"{error}; `--force` takes it over")
     except (ConflictError, DatabaseUnavailable, InvalidDatabaseUrl, InvalidQuery, OutboxUnwritable) as error:
         fail(str(error))
+
+
+def interval_text(estimate: Any, spec: str) -> str:
+    """'value [low, high]' of an estimate (value, ci_low, ci_high); an open or unknown side shows as '?' (an optimum
+    at the grid's edge), no estimate as ''."""
+    if estimate is None:
+        return ""
+    ends = ["?" if not math.isfinite(end) else format(end, spec) for end in (estimate.ci_low, estimate.ci_high)]
+    return f"{format(estimate.value, spec)} [{ends[0]}, {ends[1]}]"
 
 
 def open_store(db: str | None, *, migrate: bool = False, create: bool = False) -> ResultsStore:

@@ -25,7 +25,7 @@ PATHS = [
     "/sweeps", "/sweeps/{name}", "/sweeps/{name}/trials", "/sweeps/{name}/frontier", "/sweeps/{name}/optimum",
     "/sweeps/{name}/laws", "/sweeps/{name}/laws/{law}", "/sweeps/{name}/export", "/trials/{trial_id}",
     "/trials/{trial_id}/series", "/feed",
-    "/sweeps/{name}/results", "/healthz",
+    "/sweeps/{name}/results", "/sweeps/{name}/predictions", "/predictions", "/healthz",
 ]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

@@ -24,11 +24,12 @@ from selenium.webdriver.support.wait import WebDriverWait
 from spec_helpers import tiny_spec
 
 import api.dashboard
+from analysis import predict_optimum
 from api.app import create_app
 from api.settings import ApiSettings
 from orchestrator.plan import plan
 from orchestrator.spec import parse_spec
-from resultsdb import ResultsStore, migrate
+from resultsdb import CONFIG_COLUMNS, METRIC_COLUMN, ResultsStore, migrate
 
 SWEEP = "dashboard_demo"
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
@@ -347,6 +348,38 @@ def test_dashboard_shows_why_laws_cannot_be_fitted_and_edge_optima(sqlite_api, c
     assert len(driver.find_elements(By.CSS_SELECTOR, "svg.tradeoff-chart .located-whisker .open-end")) == 2
     notes = text_of(driver, "#tradeoff .optimum-notes")
     assert "best at the largest d_m (4): extend the grid upwards" in notes
+
+
+def test_dashboard_draws_a_recorded_prediction_as_a_band_and_the_optimum_observed_at_its_budget(sqlite_api,
+                                                                                               chromium):
+    base, store = sqlite_api
+    seed_law_sweep(store)
+    frame, _, mode = store.metric_frame("laws_demo")
+    made = predict_optimum(frame, METRIC_COLUMN, mode, 200_000, config_columns=list(CONFIG_COLUMNS), n_bootstrap=50)
+    recorded, _ = store.create_prediction("laws_demo", made.to_dict())
+    # The suggested sweep of the same settings, around d_m* = 4·20^0.3 ≈ 9.8 at that budget.
+    seed_planned(store, "laws_next", [200_000], [4, 6, 8, 11, 16], [0, 1],
+                 lambda row: law_bpc(row["params_total"], row["d_m"], row["seed"]))
+    driver = chromium
+
+    for page in ("laws_demo", "laws_next"):  # made from the one, scored against the other: shown on both
+        driver.get(f"{base}/#/sweeps/{page}")
+        band = "#across-budgets svg.across-d-m rect.prediction-band"
+        wait_for(driver, lambda d, band=band: attributes(d, band, "data-budget") == ["200000"], "the prediction's band")
+        assert [float(end) for end in attributes(driver, band, "data-low") + attributes(driver, band, "data-high")] == [
+            pytest.approx(recorded.predicted.d_m.ci_low), pytest.approx(recorded.predicted.d_m.ci_high)]
+        point = "#across-budgets svg.across-d-m circle.prediction-observed"
+        observed = wait_for(driver, lambda d, point=point: attributes(d, point, "data-value"), "the observed optimum")
+        (scored,) = store.list_predictions()
+        assert float(observed[0]) == pytest.approx(scored.score.observed["d_m"]["value"])
+        assert float(observed[0]) == pytest.approx(4 * 20**0.3, rel=0.1)
+        inside = recorded.predicted.d_m.ci_low <= float(observed[0]) <= recorded.predicted.d_m.ci_high
+        assert attributes(driver, point, "data-inside") == [str(inside).lower()]
+        assert attributes(driver, "#across-budgets svg.across-n-hidden rect.prediction-band", "data-budget") == [
+            "200000"]
+        assert "recorded prediction at a new budget" in text_of(driver, "#across-budgets .legend")
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "dashboard-prediction.png"))
 
 
 def visible_text(driver, selector: str) -> str:

@@ -65,7 +65,8 @@ def test_status_in_a_directory_without_a_database_says_so_and_creates_nothing(tm
 
 
 @pytest.mark.parametrize("command", [["list"], ["status", "nosuch"], ["export", "nosuch"], ["frontier", "nosuch"],
-                                     ["token", "list"], ["cancel", "nosuch"], ["resume", "nosuch"]])
+                                     ["token", "list"], ["cancel", "nosuch"], ["resume", "nosuch"],
+                                     ["suggest", "nosuch"], ["predictions"]])
 def test_commands_on_an_empty_database_say_there_is_none_and_leave_it_empty(command, db_url):
     result = runner.invoke(app, [*command, "--db", db_url], env=NO_DB_ENV)
     assert_one_error(result, "no elmscale database at", "submit")

@@ -86,6 +86,12 @@ def test_upgrade_downgrade_upgrade_round_trip(db_url):
     assert schema_differences(db_url) == []
 
 
+RECORDED_PREDICTION = {"budget": 4000, "law": "allocation+frontier", "n_bootstrap": 20, "snapshot_hash": "0" * 64,
+                       "n_trials": 8, "budgets": [1000, 2000],
+                       **{name: {"value": 1.0, "ci_low": 0.5, "ci_high": 2.0}
+                          for name in ("d_m", "n_hidden", "k_e", "metric")}}
+
+
 def revisions_newest_first() -> list[str]:
     return [script.revision for script in ScriptDirectory.from_config(migrate._config()).walk_revisions()]
 
@@ -96,6 +102,7 @@ def test_each_downgrade_step_keeps_the_data_and_upgrading_again_restores_the_sch
         seeded_budget_sweep(store)
         store.write_results([(trial_id, step, {"bpc": 2.0 - step / 10}, float(step))
                              for trial_id in store.summary_frame("budgets")["id"] for step in (1, 2)])
+        store.create_prediction("budgets", RECORDED_PREDICTION)
         before = store.summary_frame("budgets")
     revisions = revisions_newest_first()
     assert revisions[-1] == "0001" and len(revisions) >= 2
@@ -104,6 +111,8 @@ def test_each_downgrade_step_keeps_the_data_and_upgrading_again_restores_the_sch
         migrate.downgrade(db_url, older)
         assert migrate.current(db_url) == older
         assert row_counts(db_url) == {"sweep": 1, "trial": 8, "metric_series": 16, "trial_summary": 8}
+        # 0004 made it: downgrading past it with a prediction recorded drops the prediction alone
+        assert ("prediction" in table_names(db_url)) == (older >= "0004")
 
     migrate.upgrade(db_url)
     assert schema_differences(db_url) == []
