@@ -10,7 +10,7 @@ SWEEP ?= sweeps/quickstart.yaml
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart lint test bench clean
+.PHONY: install quickstart lint test bench clean mutate
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Mutation testing of the core modules ([tool.mutmut] in pyproject); slow, so not part of `test` or CI.
+mutate: install
+	nice -n 10 $(BIN)/mutmut run --max-children 1
+	$(BIN)/mutmut results
 
 clean:
 	rm -rf $(VENV) build *.egg-info
