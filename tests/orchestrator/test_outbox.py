@@ -78,3 +78,40 @@ def test_a_sink_that_cannot_write_its_outbox_says_so_instead_of_dropping_results
     with pytest.raises(OutboxUnwritable, match="orchestrator resume"):
         sink.close(timeout=1)
     assert delivered_steps(store, trial) == [0]
+
+
+@pytest.mark.parametrize("tail_bytes", [0, 20, 65_535, 65_536, 200_000])
+def test_a_torn_tail_of_any_length_is_cut_at_the_last_newline(tmp_path, tail_bytes):
+    """The tail is found by reading back in 64 KiB windows: a line ending at a window's first byte, a tail longer
+    than a window, a file that is only a torn line."""
+    outbox = Outbox(tmp_path / "state" / "outbox", "s")  # parents are created
+    outbox.append(results("t", range(2)))
+    whole = outbox.path.read_bytes()
+    torn = b"x" * tail_bytes
+    with open(outbox.path, "ab") as f:
+        f.write(torn)
+
+    reopened = Outbox(tmp_path / "state" / "outbox", "s")
+    assert reopened.path.read_bytes() == whole
+    assert [record["step"] for record in reopened.pending()[0]] == [0, 1]
+    if tail_bytes:
+        assert reopened.torn_path.read_bytes() == torn + b"\n"
+    else:
+        assert not reopened.torn_path.exists()
+
+
+def test_a_file_that_is_only_a_torn_line_is_emptied(tmp_path):
+    outbox = Outbox(tmp_path, "s")
+    outbox.path.write_bytes(b'{"kind": "resu')
+    reopened = Outbox(tmp_path, "s")
+    assert reopened.path.read_bytes() == b"" and reopened.torn_path.read_bytes() == b'{"kind": "resu\n'
+
+
+def test_pending_leaves_a_line_still_being_written(tmp_path):
+    outbox = Outbox(tmp_path, "s")
+    outbox.append(results("t", range(3)))
+    whole = outbox.path.stat().st_size
+    with open(outbox.path, "ab") as f:  # another append in progress: its newline not written yet
+        f.write(b'{"ki')
+    records, end = outbox.pending()
+    assert [record["step"] for record in records] == [0, 1, 2] and end == whole
