@@ -100,11 +100,12 @@ def test_a_torn_tail_of_any_length_is_cut_at_the_last_newline(tmp_path, tail_byt
         assert not reopened.torn_path.exists()
 
 
-def test_a_file_that_is_only_a_torn_line_is_emptied(tmp_path):
+@pytest.mark.parametrize("torn", [b"{", b'{"kind": "resu'])
+def test_a_file_that_is_only_a_torn_line_is_emptied(tmp_path, torn):
     outbox = Outbox(tmp_path, "s")
-    outbox.path.write_bytes(b'{"kind": "resu')
+    outbox.path.write_bytes(torn)
     reopened = Outbox(tmp_path, "s")
-    assert reopened.path.read_bytes() == b"" and reopened.torn_path.read_bytes() == b'{"kind": "resu\n'
+    assert reopened.path.read_bytes() == b"" and reopened.torn_path.read_bytes() == torn + b"\n"
 
 
 def test_pending_leaves_a_line_still_being_written(tmp_path):
