@@ -1,7 +1,8 @@
 """Compute and regret of the adaptive search (analysis.search) replayed against full grids.
 
 Grids: (a) the recorded laptop sweep (pystdlib, budgets 3e4/8e4/2e5 × d_m 1..16 × 2 seeds, 1000 steps), read
-from benchmarks/fixtures/laptop_tradeoff_curves.csv.gz (write it with --from-db URL --sweep NAME); the search
+from benchmarks/fixtures/laptop_tradeoff_curves.csv.gz, which the first run writes from the sweep's database
+(--from-db URL --sweep NAME; generated, not in the repository); the search
 sees seed 0's valid_bpc curves, the regret is judged on test_bpc. (b) synthetic grids from the frontier law of
 analysis.synthetic (13 d_m values per budget, 2 seeds) with the recorded grid's relative seed sd, and learning
 curves that fall as (steps/step)^0.5 with their own report noise.
@@ -43,6 +44,10 @@ def export_fixture(url: str, sweep: str) -> None:
 
 def recorded_grid() -> pd.DataFrame:
     """Long table budget, d_m, seed, step, metric, value."""
+    if not FIXTURE.exists():
+        raise SystemExit(f"error: no recorded grid at {FIXTURE}: run a full grid (orchestrator submit "
+                         "sweeps/laptop_tradeoff.yaml --db sqlite:///laptop.db), then this benchmark once with "
+                         "--from-db sqlite:///laptop.db --sweep laptop_tradeoff")
     return pd.read_csv(FIXTURE)
 
 
