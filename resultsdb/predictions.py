@@ -168,16 +168,21 @@ class MetricTrials:
         return self._frames[sweep, metric]
 
 
-def observation(prediction: PredictionInfo, sweeps: Sequence[SweepInfo],
+def experiments_of(sweeps: Sequence[SweepInfo]) -> list[tuple[SweepInfo, dict[str, Any]]]:
+    """Each sweep with its experiment, parsed from its spec once for every prediction it may score."""
+    return [(sweep, experiment_of(sweep.name, sweep.spec_text)) for sweep in sweeps]
+
+
+def observation(prediction: PredictionInfo, sweeps: Sequence[tuple[SweepInfo, dict[str, Any]]],
                 metric_trials: MetricTrials) -> Observation | None:
     """The trials that score `prediction`: those at its budget, succeeded, with a value of its metric, in the sweeps
-    of its task and experiment.
+    (with their experiments, `experiments_of`) of its task and experiment.
 
     None while a trial at the budget in one of those sweeps is still to run, or none has a value.
     """
     found = []
-    for sweep in sweeps:
-        if sweep.task != prediction.task or experiment_of(sweep.name, sweep.spec_text) != prediction.experiment:
+    for sweep, experiment in sweeps:
+        if sweep.task != prediction.task or experiment != prediction.experiment:
             continue
         trials = metric_trials(sweep.name, prediction.metric)
         if trials is None:

@@ -440,7 +440,7 @@ class ResultsStore:
             info = self.find_sweep(sweep)
             experiment = predictions.experiment_of(info.name, info.spec_text)
             due = [p for p in due if p.task == info.task and p.experiment == experiment]
-        sweeps = self.list_sweeps()
+        sweeps = predictions.experiments_of(self.list_sweeps())
         metric_trials = predictions.MetricTrials(self.metric_frame)
         for prediction in due:
             seen = predictions.observation(prediction, sweeps, metric_trials)
