@@ -126,6 +126,9 @@ def _judge(pending: Sequence[TrialReport], reports: Sequence[TrialReport], rung:
 
 def _refine(candidates: list[float], by_d_m: Mapping[float, TrialReport], settings: SearchSettings) -> SearchStep:
     finished = {d: r.curve[r.last_step] for d, r in by_d_m.items() if not r.stopped}
+    if not finished:
+        return SearchStep([Decision("done", None, "no allocation finished: every trial was stopped or failed")],
+                          None, None, True)
     best = min(finished, key=finished.__getitem__)
     explored = sorted(by_d_m)
     i = explored.index(best)

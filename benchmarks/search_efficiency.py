@@ -1,9 +1,10 @@
 """Compute and regret of the adaptive search (analysis.search) replayed against full grids.
 
-Grids: (a) the recorded laptop sweep (pystdlib, budgets 3e4/8e4/2e5 × d_m 1..16 × 2 seeds, 1000 steps), read
-from benchmarks/fixtures/laptop_tradeoff_curves.csv.gz, which the first run writes from the sweep's database
-(--from-db URL --sweep NAME; generated, not in the repository); the search
-sees seed 0's valid_bpc curves, the regret is judged on test_bpc. (b) synthetic grids from the frontier law of
+Grids: (a) a recorded full grid of the laptop sweep (sweeps/laptop_tradeoff.yaml: pystdlib, its budgets × d_m
+1..16 × 2 seeds, 1000 steps), read from benchmarks/fixtures/laptop_tradeoff_curves.csv.gz, which the first run
+writes from the sweep's database (--from-db URL --sweep NAME; generated, not in the repository); the search sees
+seed 0's valid_bpc curves (what sweeps/laptop_tradeoff_adaptive.yaml trains: the same configs, seed 0), the
+regret is judged on test_bpc. (b) synthetic grids from the frontier law of
 analysis.synthetic (13 d_m values per budget, 2 seeds) with the recorded grid's relative seed sd, and learning
 curves that fall as (steps/step)^0.5 with their own report noise.
 

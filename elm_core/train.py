@@ -236,15 +236,18 @@ class Trainer:
             return True
         return value < self.best_valid if self.task.metric_mode == "min" else value > self.best_valid
 
-    def run(self, report: Report | None = None) -> dict:
+    def run(self, report: Report | None = None, until: int | None = None) -> dict:
+        """Train to the end and return the final metrics; with `until`, pause after that step instead (its
+        checkpoint written) and return {}: a later run resumes there."""
         cfg = self.cfg
+        last = cfg.steps if until is None else min(until, cfg.steps)
         self._resume()
         if report:  # re-deliver what was reported before the checkpoint: the sink may have lost it in a crash
             for step, metrics in self.history:
                 report(step, metrics)
         batches = self.task.train_batches(cfg.batch_size, cfg.seq_len, cfg.seed, start_step=self.step)
         window: list[dict] = []
-        while self.step < cfg.steps:
+        while self.step < last:
             window.append(self.train_step(next(batches)))
             self.step += 1
             metrics: dict = {}
@@ -262,11 +265,11 @@ class Trainer:
             if metrics:
                 self.history.append((self.step, metrics))
             due = self.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else evaluated
-            if self.checkpoint_dir and due:
+            if self.checkpoint_dir and (due or self.step == until):
                 self.save_checkpoint()  # before reporting: whatever was reported is in the checkpoint's history
             if metrics and report:
                 report(self.step, metrics)
-        return self.finish(report)
+        return self.finish(report) if self.step >= cfg.steps else {}
 
     def finish(self, report: Report | None) -> dict:
         if self.best_weights is not None:
@@ -324,7 +327,9 @@ def _window_mean(window: list[dict]) -> dict:
 
 
 def train(trial_config: dict | TrainConfig, report: Report | None = None,
-          checkpoint_dir: str | Path | None = None) -> dict:
-    """Train one trial; call report(step, metrics) at intervals; resume from checkpoint_dir if it holds one."""
+          checkpoint_dir: str | Path | None = None, until: int | None = None) -> dict:
+    """Train one trial; call report(step, metrics) at intervals; resume from checkpoint_dir if it holds one.
+
+    With `until`, pause after that step (see Trainer.run)."""
     cfg = trial_config if isinstance(trial_config, TrainConfig) else TrainConfig.from_dict(trial_config)
-    return Trainer(cfg, checkpoint_dir).run(report)
+    return Trainer(cfg, checkpoint_dir).run(report, until)

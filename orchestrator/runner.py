@@ -36,6 +36,7 @@ from resultsdb import (
     TrialStatus,
 )
 
+from . import adaptive
 from .plan import TrialPlan, plan
 from .sink import Outbox, ResultSink, result_record, status_record
 from .spec import SpecError, SweepSpec, changed_keys, parse_spec
@@ -50,7 +51,8 @@ def state_dir() -> Path:
 def prepare(spec: SweepSpec, spec_text: str, store: ResultsStore) -> list[TrialPlan]:
     """Plan the sweep and record it with all its trials (idempotent); ConflictError if the name has another spec.
 
-    A spec that differs from the recorded one only in comments or layout is the same sweep.
+    A spec that differs from the recorded one only in comments or layout is the same sweep. An adaptive search's
+    trials are recorded as it starts them.
     """
     trials = plan(spec, f"sweep {spec.name}")
     store.create_sweep(
@@ -58,7 +60,8 @@ def prepare(spec: SweepSpec, spec_text: str, store: ResultsStore) -> list[TrialP
         spec_text=_recorded_text_of_same_spec(spec, store) or spec_text,
         metric_modes=_metric_modes(spec), code_version=_code_version(),
     )
-    store.add_trials(spec.name, [t.row() for t in trials])
+    if spec.search.type != "adaptive":
+        store.add_trials(spec.name, [t.row() for t in trials])
     return trials
 
 
@@ -113,7 +116,7 @@ def run_trial(tune_config: dict) -> None:
     def report(step: int, metrics: dict) -> None:
         tune.report({"step": step, **metrics, **where, METRIC_KEYS_FIELD: ",".join(metrics)})
 
-    train(config["train_config"], report, checkpoint_dir=config["checkpoint_dir"])
+    train(config["train_config"], report, checkpoint_dir=config["checkpoint_dir"], until=config.get("until"))
 
 
 # --- on the driver ------------------------------------------------------------------------------------------------
@@ -190,12 +193,13 @@ class Driver:
     progress: SweepProgress
     total_steps: dict[str, int]
     cancel: CancelWatch
+    until: dict[str, int] = field(default_factory=dict)  # trials trained to a rung, where they pause
 
     def record(self, trial_id: str, status: TrialStatus, *, value: float | None = None, error: str | None = None,
-               final: dict | None = None) -> None:
-        """A trial's new status, to the database (through the sink) and to the display."""
+               final: dict | None = None, note: str | None = None) -> None:
+        """A trial's new status, to the database (through the sink) and to the display (with `note`: why)."""
         self.sink.put(status_record(trial_id, status, error=error, final=final))
-        self.progress.set_status(trial_id, status, value=value, error=error)
+        self.progress.set_status(trial_id, status, value=value, error=error or note)
 
 
 _DRIVERS: dict[str, Driver] = {}
@@ -234,8 +238,12 @@ class SinkCallback(tune.Callback):
         final = {k: v for k, v in last.items() if k.startswith("test_") and isinstance(v, (int, float))}
         finished = last.get("step", 0) >= driver.total_steps[trial_id] and final
         # A trial cut short by a cancel is not finished: resume picks it up from its checkpoint.
+        until = driver.until.get(trial_id)
         if finished:
             status = TrialStatus.COMPLETED
+        elif until is not None and last.get("step", 0) >= until:
+            driver.record(trial_id, TrialStatus.PENDING, note=f"paused at step {until} for the search to judge")
+            return
         else:
             status = TrialStatus.PENDING if driver.cancel.cancelled else TrialStatus.STOPPED_EARLY
         driver.record(trial_id, status, value=final.get(driver.progress.metric), final=final or None)
@@ -273,6 +281,7 @@ class RunResult:
     undelivered: bool
     delivery_error: str | None = None
     sweep_status: SweepStatus | None = None  # None while results wait in the outbox
+    stalled: str | None = None  # why an adaptive search stopped before its end
 
 
 def run(
@@ -284,7 +293,8 @@ def run(
     only: Iterable[str] | None = None,
     live=None,
 ) -> RunResult:
-    """Run the given trials (default: every unfinished one) and wait for them; results land in the store.
+    """Run the given trials (default: every unfinished one; in an adaptive sweep, what its search decides) and
+    wait for them; results land in the store.
 
     The caller holds the sweep's driver lease (orchestrator.lease).
     """
@@ -299,34 +309,51 @@ def run(
     for trial_id in [trial_id for trial_id, status in statuses.items() if status == TrialStatus.RUNNING]:
         sink.put(status_record(trial_id, TrialStatus.PENDING))
         statuses[trial_id] = TrialStatus.PENDING
+    searched = spec.search.type == "adaptive" and only is None
     if only is not None:
         wanted = set(only)
-    else:
-        wanted = {t.trial_id for t in trials if statuses.get(t.trial_id) not in SUCCESSFUL_TRIAL_STATUSES}
+    else:  # a search's trials not yet in the database are started (or not) by the search
+        wanted = {t.trial_id for t in trials if statuses.get(t.trial_id) not in SUCCESSFUL_TRIAL_STATUSES
+                  and (t.trial_id in statuses or not searched)}
     todo = [t for t in trials if t.trial_id in wanted]
-    progress = SweepProgress(len(trials), spec.metric.name, spec.metric.mode)
+    total = adaptive.most_trials(spec, trials) if spec.search.type == "adaptive" else len(trials)
+    progress = SweepProgress(total, spec.metric.name, spec.metric.mode)
     for t in trials:
         progress.budget_of[t.trial_id] = t.budget
-        unchanged = statuses.get(t.trial_id, TrialStatus.PENDING)
-        progress.status[t.trial_id] = TrialStatus.PENDING if t.trial_id in wanted else unchanged
+        if t.trial_id in statuses or not searched:
+            unchanged = statuses.get(t.trial_id, TrialStatus.PENDING)
+            progress.status[t.trial_id] = TrialStatus.PENDING if t.trial_id in wanted else unchanged
 
     cancel = CancelWatch(store, spec.name)
-    if todo:
+    stalled = None
+    if todo or searched:
         store.set_sweep_status(spec.name, SweepStatus.RUNNING)
-        if not ray.is_initialized():
-            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING,
-                     runtime_env=_runtime_env() if address else None)
-        total_steps = {t.trial_id: int(t.train_config.get("steps", 1000)) for t in todo}
+        total_steps = {t.trial_id: int(t.train_config.get("steps", 1000)) for t in trials}
         driver = _DRIVERS[spec.name] = Driver(sink, progress, total_steps, cancel)
         trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-        groups = _groups(todo, by_budget=spec.scheduler.type == "asha")
+
+        def fit(group: list[TrialPlan], until: int | None = None) -> None:
+            if not ray.is_initialized():
+                ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING, runtime_env=_runtime_env() if address else None)
+            driver.until = {t.trial_id: until for t in group} if until is not None else {}
+            _fit(spec, group, trainable, root, until)
+
         if live is not None:
             live(progress)
         try:
-            for group in groups:
-                if not cancel.stop_all():
-                    _fit(spec, group, trainable, root)
+            if searched:
+                hands = adaptive.SearchHands(
+                    fit=fit, stop=lambda trial_id, why: driver.record(trial_id, TrialStatus.STOPPED_EARLY, note=why),
+                    settle=sink.settle, cancelled=cancel.stop_all)
+                try:
+                    adaptive.run_search(spec, trials, store, hands)
+                except adaptive.SearchStalled as error:
+                    stalled = str(error)
+            else:
+                for group in _groups(todo, by_budget=spec.scheduler.type == "asha"):
+                    if not cancel.stop_all():
+                        fit(group)
         finally:
             _DRIVERS.pop(spec.name, None)
             _requeue_interrupted(driver)
@@ -338,7 +365,10 @@ def run(
         return RunResult(progress.counts(), True, str(sink.last_error))
     counts = Counter(trial_statuses(store, spec.name).values())
     # A cancelled sweep stays stopped until resumed.
-    sweep_status = SweepStatus.STOPPED if todo and cancel.cancelled else store.finish_sweep(spec.name)
+    if stalled:
+        store.set_sweep_status(spec.name, SweepStatus.STOPPED)
+        return RunResult(counts, False, sweep_status=SweepStatus.STOPPED, stalled=stalled)
+    sweep_status = SweepStatus.STOPPED if (todo or searched) and cancel.cancelled else store.finish_sweep(spec.name)
     return RunResult(counts, False, sweep_status=sweep_status)
 
 
@@ -359,13 +389,14 @@ def _groups(trials: list[TrialPlan], by_budget: bool) -> list[list[TrialPlan]]:
     return [[t for t in trials if t.budget == b] for b in budgets]
 
 
-def _fit(spec: SweepSpec, group: list[TrialPlan], trainable, root: Path) -> None:
+def _fit(spec: SweepSpec, group: list[TrialPlan], trainable, root: Path, until: int | None = None) -> None:
     configs = [
         {
             "trial_id": t.trial_id,
             "train_config": t.train_config,
             "checkpoint_dir": str(root / "checkpoints" / spec.name / t.trial_id),
             "cpus": spec.resources.cpu,
+            "until": until,
         }
         for t in group
     ]

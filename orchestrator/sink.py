@@ -144,6 +144,9 @@ class ResultSink:
         self._stop = threading.Event()
         self._retry_at = 0.0
         self._failures = 0
+        # Records put, and records known to be in the database (counted by the thread), for `settle`.
+        self._delivery = threading.Condition()
+        self._put = self._delivered = self._in_outbox = 0
         self._thread = threading.Thread(target=self._run, name="elmscale-result-sink", daemon=True)
 
     def start(self) -> ResultSink:
@@ -151,7 +154,18 @@ class ResultSink:
         return self
 
     def put(self, record: dict) -> None:
+        with self._delivery:
+            self._put += 1
         self.queue.put(record)
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait until every record put so far is in the database, delivering now; False if not within `timeout`."""
+        with self._delivery:
+            wanted = self._put
+        self._retry_at = 0.0
+        with self._delivery:
+            return self._delivery.wait_for(lambda: self._delivered >= wanted or self.failure is not None,
+                                           timeout) and self.failure is None
 
     def _drain_to_outbox(self, timeout: float) -> None:
         records = []
@@ -164,6 +178,7 @@ class ResultSink:
         if records:
             try:
                 self.outbox.append(records)
+                self._in_outbox += len(records)
             except OSError as error:
                 self.failure = OutboxUnwritable(f"results can no longer be written to {self.outbox.path} ({error}); "
                                                 f"the sweep was stopped: free the space or fix the path, then "
@@ -189,10 +204,16 @@ class ResultSink:
             try:
                 self._drain_to_outbox(timeout=0.25)
             except OutboxUnwritable:
+                with self._delivery:
+                    self._delivery.notify_all()  # a waiting `settle` learns of self.failure now
                 return  # self.failure tells the driver
             if time.monotonic() < self._retry_at:
                 continue
             if self.flush_outbox():
+                with self._delivery:
+                    self._delivered += self._in_outbox
+                    self._in_outbox = 0
+                    self._delivery.notify_all()
                 self._failures = 0
                 # Durable on disk already; fewer, larger transactions leave the driver's CPU to Ray.
                 self._retry_at = time.monotonic() + FLUSH_SECONDS

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from elm_core.data import DatasetError
 from elm_core.model import ELMConfig
@@ -109,6 +109,18 @@ class Scheduler(Strict):
     reduction_factor: Annotated[float, Field(gt=1)] = 3.0
 
 
+class Search(Strict):
+    """How a sweep picks its allocations: the full grid, or an adaptive search along d_m per budget
+    (analysis.search: a coarse grid around the predicted optimum, refined until the interval is narrow)."""
+
+    type: Literal["grid", "adaptive"] = "grid"
+    coarse_size: Annotated[int, Field(ge=2)] = 3
+    coarse_stride: Annotated[int, Field(ge=1)] = 1
+    rung_fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
+    target_width: Annotated[float, Field(gt=0)] = 0.75
+    max_trials: Annotated[int, Field(ge=1)] = 8  # per budget
+
+
 class Resources(Strict):
     cpu: Annotated[float, Field(gt=0)] = 1.0
     gpu: Annotated[float, Field(ge=0)] = 0.0
@@ -124,6 +136,7 @@ class SweepSpec(Strict):
     seeds: list[int] = [0]
     training: dict[str, Any] = {}
     scheduler: Scheduler = Scheduler()
+    search: Search = Search()
     resources: Resources = Resources()
     max_failures: Annotated[int, Field(ge=0)] = 1
     max_concurrent: Annotated[int, Field(ge=1)] | None = None
@@ -161,6 +174,19 @@ class SweepSpec(Strict):
                 raise ValueError(f"unknown training setting {key!r}")
         TrainConfig(**training)  # raises ValueError naming the field and value
         return training
+
+    @model_validator(mode="after")
+    def searchable(self) -> SweepSpec:
+        if self.search.type != "adaptive":
+            return self
+        axes = list(self.allocation.vary)
+        if axes != ["d_m"]:
+            raise ValueError(f"search: an adaptive search varies d_m only (allocation.vary has {', '.join(axes)})")
+        if len(self.seeds) != 1:
+            raise ValueError("search: an adaptive search spends its trials on allocations, not repeats: give one seed")
+        if self.scheduler.type != "none":
+            raise ValueError("search: an adaptive search stops its own trials: remove the scheduler")
+        return self
 
     @property
     def valid_metric(self) -> str:
@@ -241,4 +267,6 @@ def _describe(source: str, error: dict) -> str:
         message = "unknown key"
     elif "input" in error and error["type"] not in ("missing",) and not isinstance(error["input"], dict):
         message = f"{message} (got {error['input']!r})"
+    if not location and error["type"] == "value_error":
+        return f"{source}: {message}"  # a check across keys names its keys itself
     return f"{source}: {location or '(top level)'}: {message}"

@@ -469,7 +469,8 @@ def trial_series(connection: Connection, trial_id: str, metric: str, max_points:
     return connection.execute(downsampled_series(trial_id, metric, max_points)).all()
 
 
-def events_since(connection: Connection, after_id: int, sweep: str | None, limit: int) -> list[EventInfo]:
+def events_since(connection: Connection, after_id: int, sweep: str | None, limit: int,
+                 kind: str | None = None) -> list[EventInfo]:
     statement = (
         select(Event.__table__, Sweep.name.label("sweep_name"))
         .outerjoin(Sweep, Sweep.id == Event.sweep_id)
@@ -479,6 +480,8 @@ def events_since(connection: Connection, after_id: int, sweep: str | None, limit
     )
     if sweep is not None:
         statement = statement.where(Event.sweep_id == sweep_id(connection, sweep))
+    if kind is not None:
+        statement = statement.where(Event.kind == kind)
     return [
         EventInfo(row.id, utc(row.created_at), row.kind, row.sweep_name, row.trial_id, row.payload)
         for row in connection.execute(statement)

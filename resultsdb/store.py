@@ -363,9 +363,10 @@ class ResultsStore:
         """Append one event to the feed; returns its id."""
         return self._write(_record_event_without_commit, kind, dict(payload or {}), sweep, trial_id)
 
-    def events_since(self, after_id: int = 0, *, sweep: str | None = None, limit: int = 1000) -> list[EventInfo]:
-        """Events with id > after_id, oldest first."""
-        return self._read(queries.events_since, after_id, sweep, limit)
+    def events_since(self, after_id: int = 0, *, sweep: str | None = None, limit: int = 1000,
+                     kind: str | None = None) -> list[EventInfo]:
+        """Events with id > after_id (of `kind` only, if given), oldest first."""
+        return self._read(queries.events_since, after_id, sweep, limit, kind)
 
     def last_event_id(self, sweep: str | None = None) -> int:
         """The id of the newest event (of `sweep`); 0 when there is none."""

@@ -72,9 +72,9 @@ class ProgressLog:
         elif status == TrialStatus.FAILED:
             self._print(f"failed {label}: {(error or 'no error text').splitlines()[0]}")
         elif status == TrialStatus.STOPPED_EARLY:
-            self._print(f"stopped early {label} (by the scheduler)")
+            self._print(f"stopped early {label} ({error or 'by the scheduler'})")
         else:
-            self._print(f"{status} {label} (to be retried or resumed)")
+            self._print(f"{status} {label} ({error or 'to be retried or resumed'})")
         if status in FINISHED_TRIAL_STATUSES:
             self._progress_line()
 

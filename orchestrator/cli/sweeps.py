@@ -10,6 +10,7 @@ from rich.table import Table
 
 from resultsdb import FINISHED_SWEEP_STATUSES, ResultsStore, SweepStatus, TrialStatus
 
+from .. import adaptive
 from ..lease import driver_lease
 from ..plan import plan as expand
 from ..spec import SweepSpec, load_spec
@@ -27,11 +28,20 @@ ForceOption = Annotated[
 
 @app.command()
 def plan(spec_path: SpecArgument) -> None:
-    """Print the expanded trial table of a sweep spec without running anything."""
+    """Print the expanded trial table of a sweep spec without running anything (of an adaptive search: what it
+    starts first)."""
     with user_errors():
         spec, _ = load_spec(spec_path)
         trials = expand(spec, str(spec_path))
-    table = Table(title=f"{spec.name}: {len(trials)} trials", show_lines=False)
+    title = f"{spec.name}: {len(trials)} trials"
+    if spec.search.type == "adaptive":
+        candidates = ", ".join(str(d) for d in sorted({t.model.d_m for t in trials}))
+        console.print(f"{spec.name}: adaptive search, at most {adaptive.most_trials(spec, trials)} trials over "
+                      f"{len(spec.budgets)} budgets (d_m from {candidates}), chosen as trials finish",
+                      highlight=False, soft_wrap=True)
+        trials = adaptive.first_trials(spec, trials)
+        title = f"{spec.name}: the first {len(trials)} trials"
+    table = Table(title=title, show_lines=False)
     other_axes = [axis for axis in trials[0].axes if axis != "d_m"]  # d_m has its own column
     for column in ("budget", *other_axes, "N", "d_m", "k_e", "k_c", "P", "shortfall", "seed"):
         table.add_column(column, justify="right")
@@ -94,6 +104,10 @@ def _execute(spec: SweepSpec, text: str, store: ResultsStore, address: str | Non
             f"outbox: run `orchestrator resume {spec.name}` when the database is back", highlight=False,
         )
         raise typer.Exit(1)
+    if outcome.stalled:
+        errors.print(f"[red]error:[/red] the search stopped: {outcome.stalled}; `orchestrator resume {spec.name}` "
+                     "continues it", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     failed = outcome.statuses[TrialStatus.FAILED]
     where = (f"their errors: `orchestrator status {spec.name}`; run them again: "
              f"`orchestrator retry-failed {spec.name}`")
@@ -126,7 +140,7 @@ def list_sweeps(db: DbOption = None) -> None:
 
 @app.command()
 def status(name: Annotated[str | None, typer.Argument()] = None, db: DbOption = None) -> None:
-    """A sweep's progress and failed trials (without NAME: every sweep)."""
+    """A sweep's progress, failed trials and its search's decisions (without NAME: every sweep)."""
     if name is None:
         list_sweeps(db)
         return
@@ -134,10 +148,17 @@ def status(name: Annotated[str | None, typer.Argument()] = None, db: DbOption = 
         store = open_store(db)
         sweep = store.find_sweep(name)
         frame = store.summary_frame(name)
+        decisions = adaptive.decisions(store, name)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(sweep.trial_counts.items()))
     console.print(f"[bold]{name}[/bold] ({sweep.status}): {len(frame)} trials: {counts}")
     for row in frame[frame["status"] == TrialStatus.FAILED].itertuples():
         console.print(f"  failed {row.id}: {getattr(row, 'error', '') or ''}", highlight=False)
+    if decisions:
+        console.print("the search's decisions:")
+    for event in decisions:
+        trial = f" ({event.trial_id})" if event.trial_id else ""
+        console.print(f"  budget {event.payload['budget']:.3g}: {event.payload['reason']}{trial}", highlight=False,
+                      markup=False, soft_wrap=True)
 
 
 @app.command()

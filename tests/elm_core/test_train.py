@@ -115,6 +115,18 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     assert (resumed["test_bpc"], resumed["best_valid_bpc"]) == (straight["test_bpc"], straight["best_valid_bpc"])
 
 
+def test_a_run_paused_at_a_step_resumes_there_and_ends_as_an_uninterrupted_one(tmp_path):
+    cfg = tiny_lm()  # checkpoints only at evaluations (every 20 steps): the pause writes its own at step 30
+    straight = train(cfg)
+    paused_reports = []
+    assert train(cfg, lambda s, m: paused_reports.append(s), checkpoint_dir=tmp_path, until=30) == {}
+    assert paused_reports == [10, 20, 30]  # no final test report: the trial is not finished
+    resumed_reports = []
+    resumed = train(cfg, lambda s, m: resumed_reports.append(s), checkpoint_dir=tmp_path)
+    assert resumed_reports == [10, 20, 30, 40, 40]
+    assert (resumed["test_bpc"], resumed["best_valid_bpc"]) == (straight["test_bpc"], straight["best_valid_bpc"])
+
+
 def test_resume_with_dropout_is_also_exact(tmp_path):
     cfg = tiny_lm(steps=20, checkpoint_every=10, model=TINY_MODEL | {"input_dropout": 0.2, "recurrent_dropout": 0.2})
     straight = train(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
@@ -116,3 +117,40 @@ def test_pending_leaves_a_line_still_being_written(tmp_path):
         f.write(b'{"ki')
     records, end = outbox.pending()
     assert [record["step"] for record in records] == [0, 1, 2] and end == whole
+
+
+def test_settle_returns_once_everything_put_is_in_the_database(store, tmp_path):
+    [trial] = create_sweep(store, trials=1)
+    sink = ResultSink(store, Outbox(tmp_path / "outbox", "pareto")).start()
+    for _ in range(3):  # each round's records are all readable when settle returns
+        start = len(delivered_steps(store, trial))
+        for record in results(trial, range(start, start + 40)):
+            sink.put(record)
+        assert sink.settle(timeout=30)
+        assert delivered_steps(store, trial) == list(range(start + 40))
+    assert sink.close(timeout=10)
+
+
+def test_settle_gives_up_after_its_timeout_while_the_database_is_down(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = ResultsStore(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test?connect_timeout=1")
+    sink = ResultSink(down, Outbox(tmp_path / "outbox", "pareto")).start()
+    sink.put(results("t", range(1))[0])
+    started = time.monotonic()
+    assert not sink.settle(timeout=1.0)
+    assert time.monotonic() - started < 10
+    assert not sink.close(timeout=0.5)
+    assert [record["step"] for record in Outbox(tmp_path / "outbox", "pareto").pending()[0]] == [0]
+
+
+def test_settle_returns_false_at_once_when_the_outbox_cannot_be_written(store, tmp_path):
+    [trial] = create_sweep(store, trials=1)
+    sink = ResultSink(store, Outbox(tmp_path / "outbox", "pareto")).start()
+    sink.outbox.path.unlink(missing_ok=True)
+    sink.outbox.path.mkdir()  # appending fails, as on a full disk
+    sink.put(results(trial, range(1))[0])
+    started = time.monotonic()
+    assert not sink.settle(timeout=60)
+    assert time.monotonic() - started < 30 and isinstance(sink.failure, OutboxUnwritable)

@@ -49,6 +49,14 @@ BAD_SPECS = [
      "scheduler.metric: 'valid_accuracy' is not reported by task 'synthetic_copy'"),
     (broken(scheduler={"type": "asha", "metric": "tokens_per_s"}),
      "scheduler.metric: 'tokens_per_s' is better higher, but the scheduler ranks it by metric.mode 'min'"),
+    (broken(search={"type": "adaptive"}, seeds=[0, 1]),
+     "search: an adaptive search spends its trials on allocations, not repeats: give one seed"),
+    (broken(search={"type": "adaptive"}, allocation={"vary": {"d_m": [2, 4], "d_tree": [3, 4]}}),
+     "search: an adaptive search varies d_m only (allocation.vary has d_m, d_tree)"),
+    (broken(search={"type": "adaptive"}, scheduler={"type": "asha"}),
+     "search: an adaptive search stops its own trials: remove the scheduler"),
+    (broken(search={"type": "bayesian"}), "search.type: Input should be 'grid' or 'adaptive'"),
+    (broken(search={"type": "adaptive", "max_trials": 0}), "search.max_trials"),
 ]
 
 
@@ -115,6 +123,18 @@ def test_plan_command_prints_the_table(tmp_path):
     result = runner.invoke(app, ["plan", str(write_spec(tmp_path, tiny_spec()))])
     assert result.exit_code == 0, result.output
     assert "tiny: 4 trials" in result.output
+
+
+def test_plan_of_an_adaptive_search_shows_what_it_starts_first(tmp_path):
+    spec = tiny_spec("searched", budgets=[4000, 8000], search={"type": "adaptive", "max_trials": 4})
+    spec["allocation"]["vary"]["d_m"] = [1, 2, 3, 4, 6]
+    result = runner.invoke(app, ["plan", str(write_spec(tmp_path, spec))], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert ("searched: adaptive search, at most 8 trials over 2 budgets (d_m from 1, 2, 3, 4, 6), chosen as trials "
+            "finish") in result.output
+    assert "searched: the first 3 trials" in result.output
+    rows = [line.split("│")[1:-1] for line in result.output.splitlines() if line.startswith("│")]
+    assert [(float(r[0]), int(r[2])) for r in rows] == [(4000, 2), (4000, 3), (4000, 4)]  # around the middle
 
 
 def test_plan_refuses_a_metric_the_task_does_not_report_in_one_line_listing_what_it_does(tmp_path):
