@@ -7,10 +7,12 @@ import socket
 import time
 
 import pytest
+from sqlalchemy.engine import make_url
 from store_helpers import create_sweep
+from tcp_proxy import TcpProxy
 
-from orchestrator.sink import Outbox, OutboxUnwritable, ResultSink, result_record
-from resultsdb import ResultsStore
+from orchestrator.sink import Outbox, OutboxUnwritable, ResultSink, result_record, status_record
+from resultsdb import ResultsStore, TrialStatus, migrate
 
 
 def results(trial_id: str, steps: range) -> list[dict]:
@@ -154,3 +156,57 @@ def test_settle_returns_false_at_once_when_the_outbox_cannot_be_written(store, t
     started = time.monotonic()
     assert not sink.settle(timeout=60)
     assert time.monotonic() - started < 30 and isinstance(sink.failure, OutboxUnwritable)
+
+
+def test_records_are_applied_in_order_with_every_status_detail(store, tmp_path):
+    [trial] = create_sweep(store, trials=1)
+    sink = ResultSink(store, Outbox(tmp_path / "outbox", "pareto")).start()
+    sink.put(status_record(trial, TrialStatus.RUNNING, node="host:abc", device="cpu", error=None))
+    for record in results(trial, range(0, 3)):
+        sink.put(record)
+    sink.put(status_record(trial, TrialStatus.COMPLETED, final={"bpc": 1.25}))
+    sink.put(results(trial, range(3, 4))[0])  # a late result after the status change still lands
+    assert sink.settle(timeout=30)
+    info = store.find_trial(trial)
+    assert (info.status, info.node, info.device, info.error, info.attempts) == ("completed", "host:abc", "cpu", None, 1)
+    assert info.metrics["bpc"].final == 1.25
+    assert delivered_steps(store, trial) == [0, 1, 2, 3]
+    assert sink.close(timeout=10)
+    assert Outbox(tmp_path / "outbox", "pareto").pending()[0] == []  # all marked delivered
+
+
+def test_result_records_keep_numbers_only_as_floats():
+    record = result_record("t", 7.0, {"loss": 2, "acc": 0.5, "node": "h", "flag": True, "none": None})
+    assert record["step"] == 7 and isinstance(record["step"], int)
+    assert record["metrics"] == {"loss": 2.0, "acc": 0.5} and isinstance(record["metrics"]["loss"], float)
+    assert status_record("t", TrialStatus.FAILED, error="boom", node=None) == {
+        "kind": "status", "trial_id": "t", "status": TrialStatus.FAILED, "time": pytest.approx(time.time(), abs=5),
+        "error": "boom"}
+
+
+def test_a_sink_delivers_what_waited_once_the_database_is_back(tmp_path, postgres_url):
+    migrate.upgrade(postgres_url)
+    with ResultsStore(postgres_url) as direct:
+        [trial] = create_sweep(direct, trials=1)
+    url = make_url(postgres_url)
+    proxy = TcpProxy((url.host, url.port or 5432)).start()
+    through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    sink = ResultSink(ResultsStore(through), Outbox(tmp_path / "outbox", "pareto")).start()
+    try:
+        for record in results(trial, range(0, 5)):
+            sink.put(record)
+        assert sink.settle(timeout=30)
+        proxy.stop()  # the database goes away
+        for record in results(trial, range(5, 10)):
+            sink.put(record)
+        assert not sink.settle(timeout=2)
+        assert sink.last_error is not None
+        assert [r["step"] for r in Outbox(tmp_path / "outbox", "pareto").pending()[0]] == list(range(5, 10))
+        proxy.start()  # back: the thread's retries deliver without a restart
+        assert sink.settle(timeout=30)
+        assert sink.last_error is None
+        with ResultsStore(postgres_url) as direct:
+            assert delivered_steps(direct, trial) == list(range(10))
+    finally:
+        sink.close(timeout=5)
+        proxy.stop()
