@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis import FitError, aggregate_seeds, pareto_frontier, per_budget_optimum
+from analysis import FitError, aggregate_seeds, frontier, frontier_kind, pareto_frontier, per_budget_optimum
+from analysis.frontier import config_columns_of
 
 
 def brute_force_frontier(cost, metric, mode):
@@ -100,3 +101,54 @@ def test_snapshot_hash_accepts_missing_values_and_ignores_row_order():
     frame = pd.DataFrame({"budget": [None, 1e5, 2e5], "metric": [1.5, 1.2, float("nan")]})
     assert snapshot_hash(frame, ["budget", "metric"]) == snapshot_hash(frame.iloc[::-1], ["budget", "metric"])
     assert snapshot_hash(frame, ["budget", "metric"]) != snapshot_hash(frame.fillna(0), ["budget", "metric"])
+
+
+def fixed_budget_table(budgets=(1000, 1000, 2000, 2000), d_m=(2, 4, 2, 4), seeds=(0, 0, 0, 0),
+                       metric=(2.0, 1.5, 1.2, 1.4)) -> pd.DataFrame:
+    return pd.DataFrame({"budget": budgets, "d_m": d_m, "params_total": [b - 10 * d for b, d in zip(budgets, d_m)],
+                         "seed": seeds, "metric": metric})
+
+
+def test_frontier_kind_chooses_per_budget_only_where_a_budget_holds_two_allocations():
+    table = fixed_budget_table()
+    assert frontier_kind(table) == "per_budget"
+    one_each = fixed_budget_table(budgets=(1000, 2000, 3000, 4000))
+    assert frontier_kind(one_each) == "pareto"
+    two_seeds_one_allocation = fixed_budget_table(d_m=(2, 2, 4, 4), seeds=(0, 1, 0, 1))
+    assert frontier_kind(two_seeds_one_allocation) == "pareto"  # seeds are not allocations
+    assert frontier_kind(table.assign(budget=[1000, None, 2000, 2000])) == "pareto"
+    assert frontier_kind(table.drop(columns="budget")) == "pareto"
+    assert frontier_kind(table.iloc[:0]) == "pareto"
+    assert frontier_kind(table, "pareto") == "pareto"
+
+
+def test_frontier_kind_refuses_what_cannot_be_drawn():
+    with pytest.raises(FitError, match="frontier must be one of auto, per_budget, pareto, got 'best'"):
+        frontier_kind(fixed_budget_table(), "best")
+    with pytest.raises(FitError, match="needs a budget on every trial; 1 have none"):
+        frontier_kind(fixed_budget_table().assign(budget=[1000, None, 2000, 2000]), "per_budget")
+    with pytest.raises(FitError, match="needs a budget on every trial; 4 have none"):
+        frontier_kind(fixed_budget_table().drop(columns="budget"), "per_budget")
+
+
+# seed means of the table below: d_m 2 -> 2.1, d_m 4 -> 1.6 at budget 1000; d_m 2 -> 1.1, d_m 4 -> 1.5 at 2000
+@pytest.mark.parametrize("mode, means, d_m", [("min", [1.6, 1.1], [4, 2]), ("max", [2.1, 1.5], [2, 4])])
+def test_per_budget_frontier_is_each_budgets_seed_averaged_best(mode, means, d_m):
+    table = pd.concat([fixed_budget_table(), fixed_budget_table(seeds=(1, 1, 1, 1), metric=(2.2, 1.7, 1.0, 1.6))])
+    kind, rows = frontier(table, "metric", mode)
+    assert kind == "per_budget"
+    assert list(rows["budget"]) == [1000, 2000] and list(rows["d_m"]) == d_m
+    assert list(rows["metric"]) == pytest.approx(means)
+    assert list(rows["n_seeds"]) == [2, 2]
+    kind, rows = frontier(table, "metric", mode, kind="pareto")
+    assert kind == "pareto" and list(rows["params_total"]) == sorted(rows["params_total"])
+
+
+def test_config_columns_are_the_allocation_without_the_seed():
+    table = fixed_budget_table()
+    assert config_columns_of(table) == ["budget", "d_m", "params_total"]
+    assert config_columns_of(table, ["d_m", "seed"]) == ["d_m"]
+    with pytest.raises(FitError):
+        config_columns_of(table, ["d_m", "k_e"])
+    with pytest.raises(FitError, match="trials have none of the config columns"):
+        config_columns_of(table[["seed", "metric"]])
