@@ -152,3 +152,40 @@ def test_config_columns_are_the_allocation_without_the_seed():
         config_columns_of(table, ["d_m", "k_e"])
     with pytest.raises(FitError, match="trials have none of the config columns"):
         config_columns_of(table[["seed", "metric"]])
+
+
+def test_explicit_config_columns_decide_what_one_allocation_is():
+    # two seeds of one d_m whose solved P differ (as after a solver change): by default two allocations, with
+    # config_columns ["budget", "d_m"] one, averaged
+    table = fixed_budget_table(budgets=(1000, 1000, 1000), d_m=(2, 2, 4), seeds=(0, 1, 0), metric=(1.0, 2.0, 1.6))
+    table.loc[1, "params_total"] = 975
+    kind, default = frontier(table, "metric", "min", kind="per_budget")
+    assert default["metric"].tolist() == [1.0]
+    kind, merged = frontier(table, "metric", "min", kind="per_budget", config_columns=["budget", "d_m"])
+    assert merged["metric"].tolist() == [1.5] and merged["n_seeds"].tolist() == [2]
+    assert per_budget_optimum(table, "metric", "min", config_columns=["budget", "d_m"])["metric"].tolist() == [1.5]
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_a_pareto_frontier_asked_for_is_the_strict_pareto_set_of_the_seed_means(mode):
+    table = fixed_budget_table(budgets=(1000, 1000, 2000, 2000), metric=(2.0, 1.5, 1.2, 1.4))
+    kind, rows = frontier(table, "metric", mode, kind="pareto")
+    expected = pareto_frontier(aggregate_seeds(table, "metric"), "params_total", "metric", mode)
+    assert kind == "pareto"
+    assert rows["params_total"].tolist() == expected["params_total"].tolist()
+    assert len(rows) == {"min": 3, "max": 2}[mode]
+
+
+def test_the_frontier_table_has_one_clean_row_per_budget():
+    kind, rows = frontier(fixed_budget_table(), "metric", "min")
+    assert list(rows.index) == [0, 1]
+    assert set(rows.columns) == {"budget", "d_m", "params_total", "metric", "metric_std", "n_seeds"}
+
+
+def test_seed_means_keep_allocations_without_a_budget_and_come_sorted():
+    table = fixed_budget_table(budgets=(2000, 1, 1000, 1000), d_m=(2, 2, 4, 2), metric=(1.0, 2.0, 3.0, 4.0))
+    table["budget"] = [2000, None, 1000, 1000]  # an ingested trial without a budget
+    means = aggregate_seeds(table, "metric")
+    assert means["metric"].tolist() == [4.0, 3.0, 1.0, 2.0]  # budget 1000 (d_m 2, 4), 2000, then no budget
+    with pytest.raises(FitError, match="no trials with a finite 'metric'"):
+        per_budget_optimum(table.assign(metric=float("nan")), "metric", "min")
