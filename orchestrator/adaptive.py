@@ -66,7 +66,7 @@ def most_trials(spec: SweepSpec, trials: list[TrialPlan]) -> int:
 
 def first_trials(spec: SweepSpec, trials: list[TrialPlan]) -> list[TrialPlan]:
     """What the search starts first: the coarse grid at the smallest budget, centred (no law yet) in the middle."""
-    budget, candidates = next(iter(candidates_by_budget(trials).items()))
+    candidates = next(iter(candidates_by_budget(trials).values()))
     return [candidates[d] for d in coarse_grid(sorted(candidates), None, settings_of(spec))]
 
 
@@ -87,16 +87,19 @@ def run_search(spec: SweepSpec, trials: list[TrialPlan], store: ResultsStore, ha
     optima: list[float] = []
     for budget, candidates in candidates_by_budget(trials).items():
         predicted = predict_d_m(budgets, optima, budget)
+        behind_before: dict[str, int] | None = None  # the trials last taken to the rung, and where they were
         while not hands.cancelled():
             if not hands.settle():
                 raise SearchStalled("results could not be written to the database")
             reports = _reports(store, spec, candidates)
-            behind = [candidates[d] for d, r in reports.items() if not r.stopped and r.last_step < rung]
+            behind = {candidates[d].trial_id: r.last_step for d, r in reports.items()
+                      if not r.stopped and r.last_step < rung}
+            if behind and behind == behind_before:  # a fit that moved none of them on would repeat forever
+                raise SearchStalled(f"trials at budget {budget:g} ({', '.join(behind)}) made no progress "
+                                    "towards the rung")
             if behind:  # started, then cut off before the rung (a killed driver): take them there first
-                before = {t.trial_id: reports[float(t.model.d_m)].last_step for t in behind}
-                hands.fit(behind, rung)
-                if not hands.cancelled():
-                    _require_progress(store, spec, candidates, before, hands)
+                behind_before = behind
+                hands.fit([t for t in candidates.values() if t.trial_id in behind], rung)
                 continue
             step = search_step(list(candidates), list(reports.values()), predicted, settings)
             for decision in step.decisions:
@@ -135,18 +138,6 @@ def _curve(store: ResultsStore, trial_id: str, metric: str) -> dict[int, float]:
     except UnknownMetric:  # nothing in the sweep has reported it yet
         return {}
     return {p.step: p.value for p in points if p.value is not None}
-
-
-def _require_progress(store: ResultsStore, spec: SweepSpec, candidates: dict[float, TrialPlan],
-                      before: dict[str, int], hands: SearchHands) -> None:
-    """A fit that moved none of the trials on (without failing them) would repeat forever: stop instead."""
-    if not hands.settle():
-        raise SearchStalled("results could not be written to the database")
-    reports = {candidates[d].trial_id: r for d, r in _reports(store, spec, candidates).items()}
-    if not any(reports[t].stopped or reports[t].last_step > step for t, step in before.items()):
-        names = ", ".join(f"d_m {t.model.d_m}" for t in candidates.values() if t.trial_id in before)
-        raise SearchStalled(f"trials at budget {next(iter(candidates.values())).budget:g} ({names}) made no "
-                            "progress towards the rung")
 
 
 def _record(store: ResultsStore, sweep: str, budget: float, decision: Decision,
