@@ -316,8 +316,11 @@ def test_a_driver_whose_outbox_cannot_be_written_stops_with_one_line_and_resume_
             return (store.get_sweep("unwritable") is not None
                     and "train_loss.last_step" in store.summary_frame("unwritable"))
         wait_for(reporting, 240, "a trial's first results")
-        outbox.unlink()
-        outbox.mkdir()  # appending fails from now on, as on a full disk
+        kept = outbox.with_suffix(".kept")
+        os.link(outbox, kept)  # the records written so far, and any appended before the swap, stay in this file
+        (tmp_path / "full").mkdir()
+        (tmp_path / "full.link").symlink_to(tmp_path / "full")
+        os.replace(tmp_path / "full.link", outbox)  # one atomic swap: appending fails from now on, as on a full disk
         output, _ = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
@@ -327,7 +330,7 @@ def test_a_driver_whose_outbox_cannot_be_written_stops_with_one_line_and_resume_
     stopped = store.summary_frame("unwritable")
     assert stopped["train_loss.last_step"].max() < 1000 and "completed" not in set(stopped["status"])  # not trained on
 
-    outbox.rmdir()
+    os.replace(kept, outbox)  # the disk has room again
     resumed = run_cli(["resume", "unwritable"], env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert set(store.summary_frame("unwritable")["status"]) == {"completed"}
