@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import warnings
+
 import pytest
-from store_helpers import SWEEP, numbered_allocation
+from store_helpers import SWEEP, create_sweep, numbered_allocation
 
 from resultsdb import NotFound, Range, UnknownMetric
 
@@ -64,11 +68,10 @@ def test_cursor_pages_visit_every_trial_once_in_sort_order(store, scored_ids, so
     everything = ids_of(store.query_trials(SWEEP, sort=sort, limit=None))
 
     paged, cursor = [], None
-    while True:
+    for _ in range(len(scored_ids) + 1):  # bounded: a cursor that pages back over rows would loop for ever
         page = store.query_trials(SWEEP, sort=sort, limit=4 if sort == "id" else 1, cursor=cursor)
         paged += ids_of(page)
-        cursor = page.next_cursor
-        if cursor is None:
+        if (cursor := page.next_cursor) is None:
             break
 
     assert paged == everything
@@ -118,7 +121,7 @@ def test_bad_query_arguments_name_the_offending_value(store, scored_ids, argumen
 def test_a_cursor_cannot_be_reused_with_another_sort(store, scored_ids):
     cursor = store.query_trials(SWEEP, sort="budget", limit=2).next_cursor
 
-    with pytest.raises(ValueError, match="issued for sort 'budget'"):
+    with pytest.raises(ValueError, match="^cursor was issued for sort 'budget', not '-budget'$"):
         store.query_trials(SWEEP, sort="-budget", cursor=cursor)
 
 
@@ -147,8 +150,101 @@ def test_summary_frame_has_one_row_per_trial_with_metric_columns(store, scored_i
 
     frame = store.summary_frame(SWEEP)
 
-    assert sorted(frame["id"]) == sorted(scored_ids)
+    assert list(frame["id"]) == sorted(scored_ids)  # in the order of the trials' ids
     assert {"budget", "n_hidden", "params_total", "bpc.best", "bpc.final", "accuracy.last"} <= set(frame.columns)
     row = frame.set_index("id").loc[scored_ids[0]]
     assert (row["bpc.best"], row["bpc.final"], row["accuracy.best"], row["status"]) == (3.0, 2.9, 0.5, "completed")
     assert frame.set_index("id")["bpc.best"].isna().sum() == 1
+
+
+def test_values_a_column_cannot_hold_match_nothing_without_an_error(store, scored_ids):
+    """d_m is a 32-bit column and budget a 64-bit one: a value just past either range equals no stored value (and
+    the databases would refuse it as a parameter); the ends of each range are ordinary values."""
+    with_d_m_5 = {trial_id for index, trial_id in enumerate(scored_ids) if numbered_allocation(index)["d_m"] == 5}
+    with_budget_1e5 = {trial_id for index, trial_id in enumerate(scored_ids)
+                       if numbered_allocation(index)["budget"] == 100_000}
+    for field, limit in [("d_m", 2**31), ("budget", 2**63)]:
+        for value in (limit - 1, limit, -limit, -limit - 1, 2**70):
+            assert ids_of(store.query_trials(SWEEP, where={field: value})) == [], (field, value)
+        assert ids_of(store.query_trials(SWEEP, where={field: {limit, -limit - 1}})) == []
+    assert set(ids_of(store.query_trials(SWEEP, where={"d_m": {5, 2**31}}))) == with_d_m_5
+    assert set(ids_of(store.query_trials(SWEEP, where={"budget": {100_000, 2**63, None}}))) == with_budget_1e5
+
+
+def test_an_open_range_and_a_bare_value_filter_as_expected(store, scored_ids):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated empty conjunction for a range without bounds
+        assert sorted(ids_of(store.query_trials(SWEEP, where={"budget": Range()}))) == sorted(scored_ids)
+    assert ids_of(store.query_trials(SWEEP, where={"n_hidden": 110})) == [scored_ids[1]]
+    assert ids_of(store.query_trials(SWEEP, where={"status": "completed"})) == []
+    with pytest.raises(ValueError, match=r"filter 'budget': expected a Range, a set of values or one value, got None"):
+        store.query_trials(SWEEP, where={"budget": None})
+
+
+def test_a_metric_whose_name_holds_dots_is_read_by_its_last_dot(store, trial_ids):
+    store.write_results([(trial_ids[0], 5, {"valid.bpc": 1.5}, 1.0), (trial_ids[1], 5, {"valid.bpc": 1.25}, 1.0)])
+
+    page = store.query_trials(SWEEP, where={"valid.bpc.best": Range(high=2)}, sort="valid.bpc.best",
+                              fields=["id", "valid.bpc.best", "valid.bpc.last_step"])
+
+    assert page.rows == [{"id": trial_ids[1], "valid.bpc.best": 1.25, "valid.bpc.last_step": 5},
+                         {"id": trial_ids[0], "valid.bpc.best": 1.5, "valid.bpc.last_step": 5}]
+
+
+def test_an_unknown_field_is_answered_with_the_fields_there_are(store, scored_ids):
+    with pytest.raises(ValueError) as raised:
+        store.query_trials(SWEEP, fields=["bpc.median"])
+
+    assert "expected a trial column (id, status, budget, " in str(raised.value)
+    assert "'<metric>.<stat>' with stat one of last, last_step, min, max, best, best_step, final" in str(raised.value)
+
+
+def forged_cursor(payload) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+@pytest.mark.parametrize("payload", [[1, 2], ["id", 1, 5], ["id", 1, "x", "y"], {"a": 1, "b": 2, "c": 3}, "id"])
+def test_a_cursor_that_is_json_but_not_a_cursor_is_refused(store, scored_ids, payload):
+    with pytest.raises(ValueError, match=r"cursor '.*': not a cursor returned by query_trials"):
+        store.query_trials(SWEEP, sort="id", cursor=forged_cursor(payload))
+
+
+@pytest.mark.parametrize(
+    ("sort", "value"),
+    [
+        ("budget", True), ("budget", 2.5), ("budget", "abc"), ("budget", {"datetime": "2026-01-01T00:00:00"}),
+        ("d_m", 2**31), ("budget", 2**63), ("bpc.best", "abc"), ("bpc.best", float("inf")), ("bpc.best", False),
+        ("status", "bogus"), ("status", 3), ("created_at", 5), ("created_at", "2026-01-01"),
+    ],
+)
+def test_a_cursor_whose_value_the_sort_column_cannot_hold_is_refused(store, scored_ids, sort, value):
+    cursor = forged_cursor([sort, value, scored_ids[0]])
+
+    with pytest.raises(ValueError, match=rf"cursor '.*': .* is not a value of {sort}$"):
+        store.query_trials(SWEEP, sort=sort, cursor=cursor)
+
+
+def test_a_status_cursor_pages_through_the_statuses(store, scored_ids):
+    store.set_trial_status(scored_ids[3], "completed")
+    page = store.query_trials(SWEEP, sort="status", limit=1)
+
+    rest = store.query_trials(SWEEP, sort="status", cursor=page.next_cursor)
+
+    assert ids_of(page) == [scored_ids[3]]  # "completed" before "pending" (both backends)
+    assert ids_of(page) + ids_of(rest) == ids_of(store.query_trials(SWEEP, sort="status"))
+
+
+def test_a_metric_only_another_sweep_reports_is_unknown_here(store, scored_ids):
+    [elsewhere] = create_sweep(store, "second", trials=1)
+    store.write_results([(elsewhere, 1, {"only_there": 1.0}, 1.0)])
+
+    assert ids_of(store.query_trials("second", sort="only_there.best")) == [elsewhere]
+    with pytest.raises(UnknownMetric, match="metric 'only_there' is not reported"):
+        store.query_trials(SWEEP, sort="only_there.best")
+
+
+def test_a_metric_frame_of_a_metric_the_sweep_does_not_have_is_refused(store, scored_ids):
+    assert store.metric_frame(SWEEP, "accuracy").trials["metric"].isna().all()  # declared, not yet reported
+
+    with pytest.raises(UnknownMetric, match="metric 'bogus' is not reported"):
+        store.metric_frame(SWEEP, "bogus")

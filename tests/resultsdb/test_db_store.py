@@ -110,7 +110,15 @@ def test_events_since_pages_by_id_and_filters_by_sweep(store, trial_ids):
         ("sweep_created", SWEEP), ("trials_added", SWEEP), ("note", SWEEP)
     ]
     assert everything[-1].sweep is None and everything[-2].payload == {"text": "hello"}
+    assert (everything[-2].trial_id, everything[-1].trial_id) == (trial_ids[0], None)
+    assert all(event.created_at.tzinfo is not None for event in everything)
+    assert [event.id for event in store.events_since(0, kind="trials_added")] == [ids[1], ids[3]]
+    assert [event.id for event in store.events_since(ids[1], sweep=SWEEP, kind="note")] == [ids[4]]
     assert store.events_since(ids[-1]) == []
+
+
+def test_last_event_id_is_0_before_the_first_event(store):
+    assert store.last_event_id() == 0 and store.events_since(0) == []
 
 
 def test_last_event_id_is_the_newest_event_of_the_sweep_or_of_all(store, trial_ids):
@@ -129,13 +137,14 @@ def test_find_trial_gives_its_columns_sweep_and_the_summaries_of_declared_metric
     store.write_results([(trial_ids[1], step, {"bpc": 2.0 - step / 10, "undeclared": 1.0}, float(step))
                          for step in range(3)])
     store.set_trial_status(trial_ids[1], "completed", final={"accuracy": 0.5})
+    store.write_results([(trial_ids[2], 7, {"bpc": 0.5}, 7.0)])  # another trial's summaries are not this one's
 
     trial = store.find_trial(trial_ids[1])
 
     assert (trial.id, trial.sweep, trial.sweep_metric, trial.status) == (trial_ids[1], SWEEP, "bpc", "completed")
     assert (trial.n_hidden, trial.config) == (110, numbered_allocation(1)["config"])
     assert trial.created_at.tzinfo is not None and trial.ended_at is not None
-    assert sorted(trial.metrics) == ["accuracy", "bpc"]
+    assert list(trial.metrics) == ["accuracy", "bpc"]  # by name
     assert (trial.metrics["bpc"].best, trial.metrics["bpc"].best_step, trial.metrics["bpc"].last_step) == (1.8, 2, 2)
     assert trial.metrics["accuracy"].final == 0.5 and trial.metrics["accuracy"].best is None
     with pytest.raises(NotFound, match="trial '0123456789abcdef' does not exist") as missing:
