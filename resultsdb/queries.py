@@ -116,7 +116,7 @@ class TrialQuery:
     a trial column reads the summaries of its own rows only; SQLite has no LATERAL and groups the sweep's summaries.
     """
 
-    def __init__(self, sweep_id: int, fields: Iterable[str], *, lateral: bool = False) -> None:
+    def __init__(self, sweep_id: int, fields: Iterable[str], *, lateral: bool) -> None:
         metric_fields = list(dict.fromkeys(field for field in fields if field not in TRIAL_FIELDS))
         stats = [metric_stat(field) for field in metric_fields]
         self.metrics = list(dict.fromkeys(metric for metric, _ in stats))
@@ -272,7 +272,7 @@ def build_trial_query(
     limit: int | None,
     cursor: str | None,
     *,
-    lateral: bool = False,
+    lateral: bool,
 ) -> tuple[Select, Sort, list[str]]:
     """The SELECT for one page (its columns: `fields`, distinct, in order) and the metrics it reads; with a limit
     it selects one extra row to tell whether a next page exists, and each row ends with the sort key for the

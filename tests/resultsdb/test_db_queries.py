@@ -7,7 +7,7 @@ import json
 import warnings
 
 import pytest
-from store_helpers import SWEEP, create_sweep, numbered_allocation
+from store_helpers import SWEEP, allocation, create_sweep, numbered_allocation
 
 from resultsdb import NotFound, Range, UnknownMetric
 
@@ -238,7 +238,8 @@ def test_a_metric_only_another_sweep_reports_is_unknown_here(store, scored_ids):
     [elsewhere] = create_sweep(store, "second", trials=1)
     store.write_results([(elsewhere, 1, {"only_there": 1.0}, 1.0)])
 
-    assert ids_of(store.query_trials("second", sort="only_there.best")) == [elsewhere]
+    assert store.query_trials("second", sort="only_there.best", fields=["id", "only_there.best"]).rows == [
+        {"id": elsewhere, "only_there.best": 1.0}]  # a sweep of one trial has its summaries too
     with pytest.raises(UnknownMetric, match="metric 'only_there' is not reported"):
         store.query_trials(SWEEP, sort="only_there.best")
 
@@ -248,3 +249,15 @@ def test_a_metric_frame_of_a_metric_the_sweep_does_not_have_is_refused(store, sc
 
     with pytest.raises(UnknownMetric, match="metric 'bogus' is not reported"):
         store.metric_frame(SWEEP, "bogus")
+
+
+def test_the_ends_of_a_columns_range_match_the_trials_that_hold_them(store):
+    """A 32-bit seed of -2**31 and a 64-bit budget past 2**31 are values those columns hold: they must match."""
+    create_sweep(store, "wide")
+    [low_seed, big_budget] = store.add_trials("wide", [allocation(params_total=1000, seed=-2**31, budget=1000),
+                                                       allocation(params_total=1000, seed=5, budget=3_000_000_000)])
+
+    assert ids_of(store.query_trials("wide", where={"seed": -2**31})) == [low_seed]
+    assert ids_of(store.query_trials("wide", where={"seed": {-2**31, 2**31}})) == [low_seed]
+    assert ids_of(store.query_trials("wide", where={"budget": 3_000_000_000})) == [big_budget]
+    assert ids_of(store.query_trials("wide", where={"budget": {3_000_000_000, 2**63}})) == [big_budget]
