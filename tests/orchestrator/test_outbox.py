@@ -210,3 +210,16 @@ def test_a_sink_delivers_what_waited_once_the_database_is_back(tmp_path, postgre
     finally:
         sink.close(timeout=5)
         proxy.stop()
+
+
+def test_every_torn_line_is_kept_after_the_earlier_ones_byte_for_byte(tmp_path):
+    outbox = Outbox(tmp_path, "s")
+    outbox.append(results("t", range(1)))
+    with open(outbox.path, "ab") as f:
+        f.write(b"not json \t \n")  # bytes lost inside the file: a whole line that is no record
+    assert [record["step"] for record in outbox.pending()[0]] == [0]
+    with open(outbox.path, "ab") as f:
+        f.write(b'{"kind": ')  # then a torn tail, cut when the outbox is next opened
+    Outbox(tmp_path, "s")
+
+    assert outbox.torn_path.read_bytes() == b'not json \t \n{"kind": \n'
