@@ -115,8 +115,9 @@ def test_two_drivers_racing_for_a_lease_get_exactly_one(store, sweep):
 
 @pytest.mark.slow
 def test_a_second_driver_is_refused_and_resume_after_a_kill_takes_over_at_once(tmp_path, postgres_url):
-    # 1000 steps so the kill lands mid-trial (see test_runs.test_a_killed_trial_is_retried_from_its_checkpoint).
-    spec = tiny_spec("leased", budgets=[3000], max_concurrent=1,
+    # 1000 steps so the kill lands mid-trial (see test_runs.test_a_killed_trial_is_retried_from_its_checkpoint), and
+    # six trials one at a time so that some trial is still to run mid-trial however long the refusals take.
+    spec = tiny_spec("leased", budgets=[3000], max_concurrent=1, seeds=[0, 1, 2],
                      training={**tiny_spec()["training"], "steps": 1000, "eval_every": 100, "checkpoint_every": 20})
     spec_path = write_spec(tmp_path, spec)
     env = cli_env(postgres_url, tmp_path / "state")
