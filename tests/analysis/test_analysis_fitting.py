@@ -146,11 +146,11 @@ def test_a_result_serialises_its_estimates_and_keeps_its_samples_private():
         exponent: Estimate
         named: dict
         parts: list
-        inner: Inner
         alpha_samples: np.ndarray
+        inner: Inner  # a field after a private one is kept
 
     result = Outer("frontier", Estimate(0.5, 0.4, np.float64(np.inf)), {"a": Estimate(1, 0, 2), "b": 3},
-                   [Inner(Estimate(2, 1, 3)), 4], Inner(Estimate(5, 4, 6)), np.zeros(3))
+                   [Inner(Estimate(2, 1, 3)), 4], np.zeros(3), Inner(Estimate(5, 4, 6)))
 
     assert result.to_dict() == {
         "law": "frontier", "exponent": {"value": 0.5, "ci_low": 0.4, "ci_high": None},
@@ -194,9 +194,10 @@ def test_bootstrap_refits_resample_trials_with_replacement_and_keep_failures_as_
     assert samples.shape == (4, 2) and np.isnan(samples[1]).all() and not np.isnan(samples[[0, 2, 3]]).any()
     assert all(len(indices) == 5 and indices.min() >= 0 and indices.max() <= 4 for indices in seen)
     assert any(len(set(indices.tolist())) < 5 for indices in seen)  # with replacement
-    assert np.concatenate(seen).max() == 4  # every trial can be drawn
+    assert np.concatenate(seen).min() == 0 and np.concatenate(seen).max() == 4  # every trial can be drawn
     again = bootstrap_refits(4, n_trials=5, seed=7, refit=lambda i: np.array([i.mean(), 0.0]), n_values=2)
     assert again[:, 0].tolist() == [indices.mean() for indices in seen]  # the seed fixes the resamples
+    assert bootstrap_refits(1, 5, 7, lambda i: np.array([1.0, 2.0]), 2).tolist() == [[1.0, 2.0]]
     with pytest.raises(FitError, match="^n_bootstrap must be >= 1, got 0$"):
         bootstrap_refits(0, 5, 7, refit, 2)
 

@@ -261,3 +261,17 @@ def test_the_ends_of_a_columns_range_match_the_trials_that_hold_them(store):
     assert ids_of(store.query_trials("wide", where={"seed": {-2**31, 2**31}})) == [low_seed]
     assert ids_of(store.query_trials("wide", where={"budget": 3_000_000_000})) == [big_budget]
     assert ids_of(store.query_trials("wide", where={"budget": {3_000_000_000, 2**63}})) == [big_budget]
+
+
+def test_a_series_is_its_own_trial_and_metric_thinned_by_step_whatever_the_write_order(store, trial_ids):
+    steps = list(range(1000, 0, -1))  # written newest first
+    store.write_results([(trial_ids[0], step, {"loss": float(step), "other": -1.0}, float(step)) for step in steps])
+    store.write_results([(trial_ids[1], step, {"loss": 0.0}, 0.0) for step in range(1, 2001)])
+
+    thinned = store.series(trial_ids[0], "loss", max_points=10)
+
+    assert [(point.step, point.value) for point in thinned] == [(step, float(step)) for step in range(100, 1001, 100)]
+    assert [point.step for point in store.series(trial_ids[0], "loss", max_points=7)] == [
+        *range(143, 1000, 143), 1000]  # stride ceil(1000 / 7) = 143, and the last point
+    with pytest.raises(NotFound, match="^trial '0123456789abcdef' does not exist$"):
+        store.series("0123456789abcdef", "loss")
